@@ -1,0 +1,24 @@
+# `make demo` and `make test` set themselves up: a virtualenv in .venv with pinned dependencies.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): setup.py constraints.txt
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/kcnn models --family resnet
+	$(VENV)/bin/kcnn profile inception_v1
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -n 2 --durations=15
+
+bench: $(STAMP)
+	$(PYTHON) benchmarks/resnet50_vs_keras_applications.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

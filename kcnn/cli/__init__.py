@@ -1,0 +1,15 @@
+"""The ``kcnn`` command: a click group; each command group lives in its own module."""
+
+import click
+
+from kcnn.cli.zoo import models, profile
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kcnn")
+def main():
+    """kcnn: the classic CNNs (LeNet to ResNet), exact, for Keras 3."""
+
+
+main.add_command(models)
+main.add_command(profile)

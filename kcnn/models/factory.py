@@ -1,0 +1,153 @@
+"""``build``: a zoo name + options -> a ``keras.Model``, with clear errors for bad input.
+
+>>> import kcnn
+>>> model = kcnn.build("resnet18", classes=10, input_shape=(64, 64, 3))
+>>> model.output_shape
+(None, 10)
+>>> kcnn.build("resnet18", shortcut="D")
+Traceback (most recent call last):
+...
+ValueError: unknown shortcut option 'D'; accepted: A, B, C
+"""
+
+import contextlib
+import inspect
+import os
+import sys
+
+import keras
+
+from kcnn import registry
+from kcnn.models import catalog  # noqa: F401  (registers the zoo)
+from kcnn.models.heads import POOLINGS
+
+COMMON_ARGUMENTS = ("inputs", "include_top", "pooling", "classes", "classifier_activation")
+DEEP_GRAPH_RECURSION_LIMIT = 30_000
+
+
+@contextlib.contextmanager
+def deep_graph_recursion(limit=DEEP_GRAPH_RECURSION_LIMIT):
+    """Raises Python's recursion limit while Keras walks a very deep graph.
+
+    Keras builds, clones, saves and loads functional graphs recursively; resnet1202
+    (about 4,000 layers deep) needs more than Python's default 1,000 frames.
+    """
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(previous, limit))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(previous)
+
+
+def variant_options(name):
+    """The keyword options ``build(name, ...)`` accepts beyond the common ones, with defaults."""
+    spec = registry.get(name)
+    parameters = inspect.signature(spec.builder).parameters
+    return {
+        key: p.default for key, p in parameters.items()
+        if key not in COMMON_ARGUMENTS and key not in spec.options
+    }
+
+
+def _check_arguments(spec, classes, input_shape, pooling, weights, options):
+    accepted = variant_options(spec.name)
+    fixed = sorted(set(options) & set(spec.options))
+    if fixed:
+        raise ValueError(f"{fixed[0]} is fixed by the name {spec.name!r}; pick another model name instead")
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        listed = ", ".join(accepted) or "none"
+        raise ValueError(f"unknown option {unknown[0]!r} for {spec.name!r}; accepted: {listed}")
+    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
+        raise ValueError(f"classes must be a positive integer, got {classes!r}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; accepted: None, 'avg', 'max'")
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(d is None or (isinstance(d, int) and d > 0) for d in shape):
+        raise ValueError(
+            f"input_shape must be (height, width, channels) of positive integers (None for any), got {input_shape!r}")
+    if shape[2] is None:
+        raise ValueError(f"input_shape needs a known channel count, got {input_shape!r}")
+    if weights is not None and not (isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights)):
+        raise ValueError(
+            f"weights must be None or the path of a .weights.h5 file, got {weights!r} "
+            "(ImageNet weights: convert the official files with `kcnn weights import`)")
+    return shape
+
+
+def _has_empty_feature_map(model):
+    for layer in model.layers:
+        shape = layer.output.shape
+        if len(shape) == 4 and any(d is not None and d < 1 for d in shape[1:3]):
+            return True
+    return False
+
+
+def _graph(spec, shape, *, include_top, pooling, classes, classifier_activation, options):
+    inputs = keras.Input(shape, name="input")
+    outputs = spec.builder(inputs, include_top=include_top, pooling=pooling, classes=classes,
+                           classifier_activation=classifier_activation, **spec.options, **options)
+    model = keras.Model(inputs, outputs, name=spec.name)
+    if _has_empty_feature_map(model):
+        raise ValueError("a feature map has no pixels left")
+    return model
+
+
+def _fits(spec, size, channels, options):
+    try:
+        _graph(spec, (size, size, channels), include_top=False, pooling=None, classes=1,
+               classifier_activation=None, options=options)
+        return True
+    except ValueError:
+        return False
+
+
+def smallest_input_size(name, channels=None, **options):
+    """The smallest square input (pixels) whose feature maps all keep at least one pixel.
+
+    >>> smallest_input_size("lenet5"), smallest_input_size("alexnet"), smallest_input_size("zfnet")
+    (32, 67, 53)
+    """
+    spec = registry.get(name)
+    channels = channels or spec.input_shape[2]
+    low, high = 1, max(spec.input_shape[:2])  # every default size fits
+    with deep_graph_recursion():
+        while low < high:
+            middle = (low + high) // 2
+            if _fits(spec, middle, channels, options):
+                high = middle
+            else:
+                low = middle + 1
+    return low
+
+
+def build(name, *, classes=None, input_shape=None, include_top=True, pooling=None, weights=None,
+          classifier_activation="softmax", **options):
+    """Builds the zoo model ``name`` with keras.applications' conventions.
+
+    ``classes`` and ``input_shape`` default to the model's dataset (ImageNet 224x224x3,
+    CIFAR-10 32x32x3, LeNet 32x32x1); ``include_top=False`` returns the last feature
+    map (or its global ``pooling``); ``weights`` is a ``.weights.h5`` file;
+    ``**options`` pick a variant (see ``kcnn.models.variant_options(name)``).
+    """
+    spec = registry.get(name)
+    classes = spec.classes if classes is None else classes
+    shape = _check_arguments(spec, classes, input_shape or spec.input_shape, pooling, weights, options)
+    arguments = dict(include_top=include_top, pooling=pooling, classes=classes,
+                     classifier_activation=classifier_activation, options=options)
+    with deep_graph_recursion():
+        try:
+            model = _graph(spec, shape, **arguments)
+        except ValueError:
+            known = [d for d in shape[:2] if d is not None]
+            if known:
+                smallest = smallest_input_size(spec.name, shape[2], **options)
+                if min(known) < smallest:
+                    raise ValueError(
+                        f"input_shape {shape} is too small for {spec.name!r}: the smallest input it "
+                        f"accepts with these options is {smallest}x{smallest}") from None
+            raise
+        if weights is not None:
+            model.load_weights(weights)
+    return model

@@ -1,0 +1,77 @@
+"""ResNets (He, Zhang, Ren, Sun 2015): ImageNet (Table 1), CIFAR-10 (section 4.2) and their plain twins.
+
+ImageNet options: ``version`` "v1" (the paper: a bottleneck's stride in its first
+1x1, as keras.applications) or "v1.5" (stride in the 3x3, as torchvision);
+``shortcut`` "A" (zero-padded identity), "B" (projection where the shape
+changes; default) or "C" (projection everywhere). CIFAR nets have 6n+2 layers,
+widths 16/32/64 and option A by default.
+
+>>> import kcnn
+>>> kcnn.build("resnet20", classes=10).count_params() > 269722  # + BN moving statistics
+True
+"""
+
+from kcnn.layers import SHORTCUTS, conv_bn_act, max_pool, residual_block
+from kcnn.models.heads import pooled_classifier, without_top
+
+IMAGENET_STAGES = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+IMAGENET_WIDTHS = (64, 128, 256, 512)
+CIFAR_WIDTHS = (16, 32, 64)
+VERSIONS = ("v1", "v1.5")
+
+
+def _resolve_shortcut(shortcut, plain, default):
+    if plain:
+        if shortcut is not None:
+            raise ValueError(f"plain networks have no shortcuts; drop shortcut={shortcut!r}")
+        return None
+    shortcut = default if shortcut is None else str(shortcut).upper()
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"unknown shortcut option {shortcut!r}; accepted: {', '.join(SHORTCUTS)}")
+    return shortcut
+
+
+def _stages(x, kind, repeats, widths, *, shortcut, stride_in_3x3, first_stage):
+    for stage, (blocks, width) in enumerate(zip(repeats, widths)):
+        for block in range(blocks):
+            strides = 2 if block == 0 and stage > 0 else 1
+            x = residual_block(x, width, kind=kind, strides=strides, shortcut=shortcut,
+                               stride_in_3x3=stride_in_3x3,
+                               name=f"conv{stage + first_stage}_block{block + 1}")
+    return x
+
+
+def build_resnet(inputs, *, include_top, pooling, classes, classifier_activation, depth,
+                 plain=False, version="v1", shortcut=None):
+    """ImageNet ResNet-18/34/50/101/152 (or plain-18/34): 7x7/2 stem, 3x3/2 pool, four stages."""
+    if version not in VERSIONS:
+        raise ValueError(f"unknown resnet version {version!r}; accepted: {', '.join(VERSIONS)}")
+    shortcut = _resolve_shortcut(shortcut, plain, default="B")
+    kind, repeats = IMAGENET_STAGES[depth]
+    x = conv_bn_act(inputs, 64, 7, strides=2, name="conv1")
+    x = max_pool(x, 3, 2, padding=1, name="pool1")
+    x = _stages(x, kind, repeats, IMAGENET_WIDTHS, shortcut=shortcut,
+                stride_in_3x3=version == "v1.5", first_stage=2)
+    if not include_top:
+        return without_top(x, pooling)
+    return pooled_classifier(x, classes, classifier_activation)
+
+
+def build_cifar_resnet(inputs, *, include_top, pooling, classes, classifier_activation, depth,
+                       plain=False, shortcut=None):
+    """CIFAR ResNet-(6n+2): 3x3 conv 16, three stages of n basic blocks at 32/16/8 pixels."""
+    if (depth - 2) % 6 or depth < 8:
+        raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {depth}")
+    shortcut = _resolve_shortcut(shortcut, plain, default="A")
+    x = conv_bn_act(inputs, CIFAR_WIDTHS[0], 3, name="conv1")
+    x = _stages(x, "basic", ((depth - 2) // 6,) * 3, CIFAR_WIDTHS, shortcut=shortcut,
+                stride_in_3x3=True, first_stage=2)
+    if not include_top:
+        return without_top(x, pooling)
+    return pooled_classifier(x, classes, classifier_activation)

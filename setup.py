@@ -1,0 +1,21 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="kcnn",
+    version="0.1.0",
+    description="The classic CNNs (LeNet, AlexNet, ZFNet, VGG, GoogLeNet, ResNet), exact, for Keras 3",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["kcnn", "kcnn.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.18,<2.22",
+        "keras>=3.8,<3.16",
+        "click>=8.1,<9",
+        "numpy>=1.26",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+    },
+    entry_points={"console_scripts": ["kcnn=kcnn.cli:main"]},
+)

@@ -1,0 +1,57 @@
+"""The click CLI, run in-process with CliRunner."""
+
+import json
+
+from click.testing import CliRunner
+
+from kcnn.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_help_lists_every_command():
+    result = run("--help")
+    assert result.exit_code == 0
+    for command in ("models", "profile"):
+        assert command in result.output
+
+
+def test_models_table_and_json():
+    table = run("models", "--family", "cifar_resnet")
+    assert table.exit_code == 0
+    lines = table.output.splitlines()
+    assert lines[0].split()[:3] == ["model", "family", "year"]
+    resnet110 = next(line for line in lines if line.startswith("resnet110 "))
+    assert "1,727,962" in resnet110 and "6.43 %" in resnet110
+    rows = json.loads(run("models", "--dataset", "mnist", "--json").output)
+    assert [r["name"] for r in rows] == ["lenet5"] and rows[0]["params"] == 61_706
+
+
+def test_profile_inception_v1_reads_like_the_lecture_table():
+    result = run("profile", "inception_v1")
+    assert result.exit_code == 0
+    rows = {line.split()[0]: line.split() for line in result.output.splitlines()[2:]}
+    assert rows["inception_3a"][1:] == ["inception", "28x28x256", "164K", "128M", "6"]
+    assert rows["inception_5b"][2] == "7x7x1024" and rows["pool4"][2] == "7x7x832"
+    assert rows["total"][1:] == ["6,998,552", "1,582,671,872", "58"]
+
+
+def test_profile_json_and_options():
+    result = run("profile", "resnet50", "-o", "version=\"v1.5\"", "--json")
+    data = json.loads(result.output)
+    assert data["totals"]["params"] == 25_557_032 and data["totals"]["macs"] == 4_089_184_256
+    assert data["conventions"]["macs"].startswith("multiply-accumulates")
+
+
+def test_bad_input_is_one_line_and_non_zero():
+    for args, message in [
+        (("profile", "resnt50"), "Error: unknown model 'resnt50'; did you mean: resnet50"),
+        (("profile", "resnet50", "--input-shape", "224,224"), "expected H,W,C"),
+        (("profile", "resnet50", "-o", "towers=2"), "Error: unknown option 'towers'"),
+        (("models", "--family", "densenet"), "Error: unknown family 'densenet'"),
+    ]:
+        result = run(*args)
+        assert result.exit_code != 0
+        assert message in result.output
