@@ -1,6 +1,7 @@
 """GoogLeNet / Inception-v1 (Szegedy et al. 2014), the network of the lecture's GoogLeNet table.
 
-- ``paper``: convolutions with bias and ReLU, LRN after the first two stages,
+- ``paper``: convolutions with bias and ReLU, LRN after the first two stages (size 5,
+  alpha 1e-4 averaged over the window, beta 0.75, k 1: the BVLC reference's settings),
   "5x5" branches with 5x5 kernels, dropout 40%, auxiliary classifiers after
   4a and 4d (``aux_logits=True``; 5x5/3 average pool, 1x1 conv 128, fc 1024,
   dropout 70%).
@@ -12,8 +13,8 @@
 With ``aux_logits=True`` the model returns a dict: ``predictions``, ``aux1``, ``aux2``.
 
 >>> import kcnn
->>> kcnn.build("googlenet", variant="torchvision").count_params() > 6624904  # + BN moving statistics
-True
+>>> kcnn.profile("googlenet", variant="torchvision").params  # torchvision's count, without aux heads
+6624904
 """
 
 from keras import layers
