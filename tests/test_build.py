@@ -39,8 +39,16 @@ def test_weights_file_round_trip(tmp_path):
 def test_weights_of_another_variant_are_refused(tmp_path):
     path = tmp_path / "resnet20.weights.h5"
     kcnn.build("resnet20", shortcut="B").save_weights(path)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="does not fit 'resnet20' with these options") as raised:
         kcnn.build("resnet20", weights=str(path))  # option A has no projection layers
+    assert "\n" not in str(raised.value)
+
+
+def test_weights_of_another_depth_are_refused(tmp_path):
+    path = tmp_path / "resnet20.weights.h5"
+    kcnn.build("resnet20").save_weights(path)
+    with pytest.raises(ValueError, match="does not fit 'resnet32'"):
+        kcnn.build("resnet32", weights=str(path))
 
 
 def test_grouped_towers_compute_like_two_separate_convolutions():

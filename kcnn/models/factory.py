@@ -149,5 +149,15 @@ def build(name, *, classes=None, input_shape=None, include_top=True, pooling=Non
                         f"accepts with these options is {smallest}x{smallest}") from None
             raise
         if weights is not None:
-            model.load_weights(weights)
+            _load_weights_strictly(model, weights)
     return model
+
+
+def _load_weights_strictly(model, path):
+    """``load_weights`` whose mismatch error names the file and the model in one line."""
+    try:
+        model.load_weights(path)
+    except ValueError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise ValueError(f"weights file {os.fspath(path)!r} does not fit {model.name!r} "
+                         f"with these options: {first_line}") from None
