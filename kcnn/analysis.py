@@ -102,7 +102,9 @@ class Profile:
             block = match.group(1) if match else row.name
             if merged and merged[-1].name == block:
                 last = merged[-1]
-                merged[-1] = Row(block, last.type, row.output_shape, last.params + row.params,
+                # a block is named for its first conv/linear layer, else for its last layer
+                kind = last.type if last.convs or last.type == "inception" else row.type
+                merged[-1] = Row(block, kind, row.output_shape, last.params + row.params,
                                  last.keras_params + row.keras_params, last.macs + row.macs,
                                  last.convs + row.convs)
             else:
