@@ -49,14 +49,22 @@ def conv_bn_act(x, filters, kernel, *, strides=1, padding=None, dilation=1,
     return layers.Activation(activation, name=f"{name}_{activation}")(x)
 
 
-def max_pool(x, size, strides, *, padding=0, name):
-    """Max pooling with ``padding`` zeros per side, or ``"same"`` (TF's, = PyTorch ``ceil_mode`` on even sizes).
+def max_pool(x, size, strides, *, padding=0, ceil_mode=False, name):
+    """Max pooling with ``padding`` zeros per side, as PyTorch's ``MaxPool2d``.
 
+    ``ceil_mode`` rounds the output size up like PyTorch (and Caffe): the map gets
+    ``strides - 1`` extra zeros at its bottom and right, so the last window may hang
+    over the edge while every window still starts inside the input. TF's ``"same"``
+    agrees on even sizes only: it pads the top/left too on odd ones.
     Zero padding equals PyTorch's ``-inf`` padding because every max pool of the
     zoo follows a ReLU (inputs are non-negative).
+
+    >>> import keras
+    >>> max_pool(keras.Input((111, 111, 8)), 3, 2, ceil_mode=True, name="pool").shape
+    (None, 55, 55, 8)
     """
-    if padding == "same":
-        return layers.MaxPooling2D(size, strides, padding="same", name=name)(x)
     if padding:
         x = layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
+    if ceil_mode and strides > 1:
+        x = layers.ZeroPadding2D(((0, strides - 1), (0, strides - 1)), name=f"{name}_ceil_pad")(x)
     return layers.MaxPooling2D(size, strides, padding="valid", name=name)(x)

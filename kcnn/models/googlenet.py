@@ -7,8 +7,10 @@
   dropout 70%).
 - ``torchvision``: the port torchvision ships — conv + BN (eps 1e-3) + ReLU, no
   LRN, a 3x3 kernel in the "5x5" branch, a 2x2 pool before stage 5, dropout 20%
-  (6,624,904 parameters without the auxiliary classifiers). Its auxiliary heads
-  here pool 5x5/3 like the paper (torchvision pools adaptively to 4x4).
+  (6,624,904 parameters without the auxiliary classifiers); its auxiliary heads
+  pool adaptively to 4x4.
+
+Max pools round their output size up (``ceil_mode``), as in Caffe and torchvision.
 
 With ``aux_logits=True`` the model returns a dict: ``predictions``, ``aux1``, ``aux2``.
 
@@ -39,8 +41,8 @@ INCEPTION_V1_TABLE = (
 AUX_AFTER = {"inception_4a": "aux1", "inception_4d": "aux2"}
 
 GOOGLENET_VARIANTS = {
-    "paper": dict(batch_norm=False, lrn=True, wide_kernel=5, pool4_size=3, dropout=0.4),
-    "torchvision": dict(batch_norm=True, lrn=False, wide_kernel=3, pool4_size=2, dropout=0.2),
+    "paper": dict(batch_norm=False, lrn=True, wide_kernel=5, pool4_size=3, dropout=0.4, aux_pool="5x5/3"),
+    "torchvision": dict(batch_norm=True, lrn=False, wide_kernel=3, pool4_size=2, dropout=0.2, aux_pool="adaptive"),
 }
 
 
@@ -53,8 +55,11 @@ def _conv_unit(batch_norm):
         x, filters, kernel, strides=strides, activation="relu", name=name)
 
 
-def _aux_classifier(x, classes, activation, conv_unit, name):
-    x = layers.AveragePooling2D(5, 3, name=f"{name}_pool")(x)
+def _aux_classifier(x, classes, activation, conv_unit, pool, name):
+    if pool == "adaptive":
+        x = layers.AdaptiveAveragePooling2D(4, name=f"{name}_pool")(x)
+    else:
+        x = layers.AveragePooling2D(5, 3, name=f"{name}_pool")(x)
     x = conv_unit(x, 128, 1, f"{name}_conv")
     x = layers.Flatten(name=f"{name}_flatten")(x)
     x = layers.Dense(1024, activation="relu", name=f"{name}_fc")(x)
@@ -71,25 +76,25 @@ def build_googlenet(inputs, *, include_top, pooling, classes, classifier_activat
     unit = _conv_unit(row["batch_norm"])
 
     x = unit(inputs, 64, 7, "conv1", strides=2)
-    x = max_pool(x, 3, 2, padding="same", name="pool1")
+    x = max_pool(x, 3, 2, ceil_mode=True, name="pool1")
     if row["lrn"]:
         x = LocalResponseNormalization(alpha=2e-5, bias=1.0, name="norm1")(x)
     x = unit(x, 64, 1, "conv2_reduce")
     x = unit(x, 192, 3, "conv2")
     if row["lrn"]:
         x = LocalResponseNormalization(alpha=2e-5, bias=1.0, name="norm2")(x)
-    x = max_pool(x, 3, 2, padding="same", name="pool2")
+    x = max_pool(x, 3, 2, ceil_mode=True, name="pool2")
 
     aux_outputs = {}
     for name, table_row in INCEPTION_V1_TABLE:
         if table_row is None:
             size = row["pool4_size"] if name == "pool4" else 3
-            x = max_pool(x, size, 2, padding="same", name=name)
+            x = max_pool(x, size, 2, ceil_mode=True, name=name)
             continue
         x = inception_module(x, table_row, conv_unit=unit, wide_kernel=row["wide_kernel"], name=name)
         if aux_logits and include_top and name in AUX_AFTER:
             aux = AUX_AFTER[name]
-            aux_outputs[aux] = _aux_classifier(x, classes, classifier_activation, unit, aux)
+            aux_outputs[aux] = _aux_classifier(x, classes, classifier_activation, unit, row["aux_pool"], aux)
     if not include_top:
         return without_top(x, pooling)
     rate = row["dropout"] if dropout is None else dropout
