@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-parity bench clean
 
 $(STAMP): setup.py constraints.txt
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -16,6 +16,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -n 2 --durations=15
+
+# torchvision parity: installs torch + torchvision (~5.5 GB) into the same virtualenv
+test-parity: $(STAMP)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,parity]'
+	$(PYTHON) -m pytest -n 2 -m parity tests/test_parity_torchvision.py
 
 bench: $(STAMP)
 	$(PYTHON) benchmarks/resnet50_vs_keras_applications.py

@@ -10,12 +10,17 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.18,<2.22",
-        "keras>=3.8,<3.16",
+        "keras>=3.15,<3.16",
         "click>=8.1,<9",
         "numpy>=1.26",
+        "h5py>=3.10",
+        "safetensors>=0.4,<1",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "torch": ["torch>=2.1"],  # only to read .pth files
+        "parity": ["torch==2.14.1", "torchvision==0.29.1"],  # `make test-parity`
     },
+    package_data={"kcnn.weights": ["imagenet_classes.txt"]},
     entry_points={"console_scripts": ["kcnn=kcnn.cli:main"]},
 )

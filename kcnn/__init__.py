@@ -17,9 +17,10 @@ from kcnn.backbone import backbone, feature_taps  # noqa: E402
 from kcnn.models import build, deep_graph_recursion, smallest_input_size, variant_options  # noqa: E402
 from kcnn.registry import ModelSpec, list_models  # noqa: E402
 from kcnn.registry import get as model_info  # noqa: E402
+from kcnn.weights.importer import import_weights  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
     "ModelSpec", "Profile", "backbone", "build", "deep_graph_recursion", "feature_taps",
-    "list_models", "model_info", "profile", "smallest_input_size", "variant_options",
+    "import_weights", "list_models", "model_info", "profile", "smallest_input_size", "variant_options",
 ]

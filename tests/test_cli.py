@@ -14,7 +14,7 @@ def run(*args):
 def test_help_lists_every_command():
     result = run("--help")
     assert result.exit_code == 0
-    for command in ("models", "profile"):
+    for command in ("models", "profile", "weights"):
         assert command in result.output
 
 
@@ -55,3 +55,36 @@ def test_bad_input_is_one_line_and_non_zero():
         result = run(*args)
         assert result.exit_code != 0
         assert message in result.output
+
+
+def test_weights_list_shows_official_files_with_hashes_and_accuracy():
+    result = run("weights", "list", "--from", "torchvision", "--model", "resnet50")
+    assert result.exit_code == 0
+    assert "resnet50-0676ba61.pth" in result.output and "76.13" in result.output
+    assert "sha256-prefix:11ad3fa6" in result.output
+    rows = json.loads(run("weights", "list", "--json").output)
+    assert {row["library"] for row in rows} == {"torchvision", "timm", "keras"}
+
+
+def test_weights_import_and_info(tmp_path):
+    from safetensors.numpy import save_file
+
+    import kcnn
+    from helpers import torch_state_dict
+
+    save_file(torch_state_dict(kcnn.build("resnet18", version="v1.5"), "timm"), str(tmp_path / "model.safetensors"))
+    out = tmp_path / "resnet18.weights.h5"
+    result = run("weights", "import", "--from", "timm", "--model", "resnet18",
+                 "--source", str(tmp_path / "model.safetensors"), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "resnet18 (version=v1.5), 1000 classes, preprocessing torch" in result.output
+    info = run("weights", "info", str(out))
+    assert "architecture    resnet18" in info.output
+    assert json.loads(run("weights", "info", str(out), "--json").output)["source"]["library"] == "timm"
+
+    wrong = run("weights", "import", "--from", "timm", "--model", "resnet34",
+                "--source", str(tmp_path / "model.safetensors"), "--out", str(tmp_path / "x.weights.h5"))
+    assert wrong.exit_code == 1
+    assert wrong.output.strip().splitlines() == [
+        "Error: 'model.safetensors' holds resnet18 weights, not resnet34; import it with --model resnet18"]
+    assert not (tmp_path / "x.weights.h5").exists()

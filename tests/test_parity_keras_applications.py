@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import kcnn
-from kcnn.weights import transfer_keras_applications
+from kcnn.weights.keras_applications import transfer_keras_applications
+from helpers import randomise
 
 CASES = {
     "vgg16": keras.applications.VGG16,
@@ -16,24 +17,12 @@ CASES = {
 }
 
 
-def _randomise(model, rng):
-    """Random conv biases and BN statistics, so that bias folding and BN are really exercised."""
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            channels = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, channels), rng.normal(0, 0.1, channels),
-                               rng.normal(0, 0.1, channels), rng.uniform(0.5, 2.0, channels)])
-        elif isinstance(layer, keras.layers.Conv2D) and layer.use_bias:
-            kernel, bias = layer.get_weights()
-            layer.set_weights([kernel, rng.normal(0, 0.1, bias.shape)])
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_same_logits_as_keras_applications(name):
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)
     source = CASES[name](weights=None, classifier_activation=None)
-    _randomise(source, rng)
+    randomise(source, rng)
     target = transfer_keras_applications(source, kcnn.build(name, classifier_activation=None))
     images = rng.normal(0, 1, (2, 224, 224, 3)).astype("float32")
     expected = source.predict(images, verbose=0)

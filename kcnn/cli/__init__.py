@@ -2,6 +2,7 @@
 
 import click
 
+from kcnn.cli.weights import weights
 from kcnn.cli.zoo import models, profile
 
 
@@ -13,3 +14,4 @@ def main():
 
 main.add_command(models)
 main.add_command(profile)
+main.add_command(weights)

@@ -42,3 +42,10 @@ def user_errors():
         yield
     except ValueError as error:
         raise click.ClickException(str(error)) from None
+
+
+def echo_table(header, rows):
+    """Prints rows of strings as left-aligned columns under ``header``."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    for cells in (header, *rows):
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip())

@@ -6,7 +6,7 @@ import click
 
 from kcnn.analysis import human
 from kcnn.analysis import profile as profile_model
-from kcnn.cli.options import parse_options, parse_shape, user_errors
+from kcnn.cli.options import echo_table, parse_options, parse_shape, user_errors
 from kcnn.registry import get as get_spec
 from kcnn.registry import list_models
 
@@ -39,9 +39,7 @@ def models(family, dataset, as_json):
     body = [(r["name"], r["family"], str(r["year"]), "x".join(map(str, r["input_shape"])),
              f"{r['params']:,}", human(r["macs"]), _lecture_error(get_spec(r["name"])))
             for r in rows]
-    widths = [max(len(c) for c in column) for column in zip(header, *body)]
-    for cells in (header, *body):
-        click.echo("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip())
+    echo_table(header, body)
 
 
 @click.command()

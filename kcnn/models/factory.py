@@ -20,6 +20,8 @@ import keras
 from kcnn import registry
 from kcnn.models import catalog  # noqa: F401  (registers the zoo)
 from kcnn.models.heads import POOLINGS
+from kcnn.weights import Preprocessing, read_metadata
+from kcnn.weights.files import transfer_by_name
 
 COMMON_ARGUMENTS = ("inputs", "include_top", "pooling", "classes", "classifier_activation")
 DEEP_GRAPH_RECURSION_LIMIT = 30_000
@@ -50,7 +52,7 @@ def variant_options(name):
     }
 
 
-def _check_arguments(spec, classes, input_shape, pooling, weights, options):
+def _check_arguments(spec, classes, input_shape, pooling, options):
     accepted = variant_options(spec.name)
     fixed = sorted(set(options) & set(spec.options))
     if fixed:
@@ -69,10 +71,6 @@ def _check_arguments(spec, classes, input_shape, pooling, weights, options):
             f"input_shape must be (height, width, channels) of positive integers (None for any), got {input_shape!r}")
     if shape[2] is None:
         raise ValueError(f"input_shape needs a known channel count, got {input_shape!r}")
-    if weights is not None and not (isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights)):
-        raise ValueError(
-            f"weights must be None or the path of a .weights.h5 file, got {weights!r} "
-            "(ImageNet weights: convert the official files with `kcnn weights import`)")
     return shape
 
 
@@ -122,18 +120,76 @@ def smallest_input_size(name, channels=None, **options):
     return low
 
 
+def _file_settings(spec, weights, options, include_top, classes):
+    """The metadata of a kcnn weights file, checked against what the caller asked for (``None`` without any)."""
+    if weights is None:
+        return None
+    metadata = read_metadata(weights)
+    if metadata is None:
+        return None
+    label = f"weights file {os.path.basename(os.fspath(weights))!r}"
+    if metadata["architecture"] != spec.name:
+        raise ValueError(f"{label} holds {metadata['architecture']} weights, not {spec.name}; "
+                         f"build({metadata['architecture']!r}, weights=...) instead")
+    for key, value in metadata["options"].items():
+        if key in options and options[key] != value:
+            raise ValueError(f"{label} holds the {key}={value!r} variant of {spec.name}; "
+                             f"drop {key}={options[key]!r} or use another file")
+    if include_top and not metadata["include_top"]:
+        raise ValueError(f"{label} has no classifier; pass include_top=False")
+    if include_top and classes not in (None, metadata["classes"]):
+        raise ValueError(f"{label} has a {metadata['classes']}-class classifier, not {classes}; pass "
+                         f"classes={metadata['classes']}, or include_top=False to train a new head")
+    return metadata
+
+
+def _load_file(spec, model, weights, metadata, arguments, shape):
+    """Loads a kcnn weights file into ``model``, which may leave off its classifier or take another input size."""
+    same_network = (arguments["include_top"] and metadata["include_top"]
+                    and arguments["options"] == metadata["options"]
+                    and list(shape) == metadata["input_shape"])
+    if same_network:
+        _load_weights_strictly(model, weights)
+        return
+    reference = _graph(spec, tuple(metadata["input_shape"]), include_top=metadata["include_top"],
+                       pooling=None, classes=metadata["classes"] or spec.classes,
+                       classifier_activation=None, options=metadata["options"])
+    _load_weights_strictly(reference, weights)
+    try:
+        transfer_by_name(reference, model)
+    except ValueError as error:
+        raise ValueError(f"weights file {os.fspath(weights)!r} does not fit {model.name!r} "
+                         f"with these options: {error}") from None
+
+
 def build(name, *, classes=None, input_shape=None, include_top=True, pooling=None, weights=None,
           classifier_activation="softmax", **options):
     """Builds the zoo model ``name`` with keras.applications' conventions.
 
     ``classes`` and ``input_shape`` default to the model's dataset (ImageNet 224x224x3,
     CIFAR-10 32x32x3, LeNet 32x32x1); ``include_top=False`` returns the last feature
-    map (or its global ``pooling``); ``weights`` is a ``.weights.h5`` file;
-    ``**options`` pick a variant (see ``kcnn.models.variant_options(name)``).
+    map (or its global ``pooling``); ``**options`` pick a variant (see
+    ``kcnn.models.variant_options(name)``).
+
+    ``weights`` is a ``.weights.h5`` file. One written by ``kcnn weights import``
+    picks the variant it holds (an explicit option contradicting it is refused),
+    the default classes and input size, and may be loaded with ``include_top=False``
+    or at another input size; the model then carries ``preprocessing`` (the
+    normalisation the weights expect, a ``kcnn.weights.Preprocessing``) and
+    ``weights_metadata``.
     """
     spec = registry.get(name)
+    if weights is not None and not (isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights)):
+        raise ValueError(
+            f"weights must be None or the path of a .weights.h5 file, got {weights!r} "
+            "(ImageNet weights: convert the official files with `kcnn weights import`)")
+    metadata = _file_settings(spec, weights, options, include_top, classes)
+    if metadata is not None:
+        options = {**metadata["options"], **options}
+        classes = metadata["classes"] if classes is None else classes
+        input_shape = input_shape or tuple(metadata["input_shape"])
     classes = spec.classes if classes is None else classes
-    shape = _check_arguments(spec, classes, input_shape or spec.input_shape, pooling, weights, options)
+    shape = _check_arguments(spec, classes, input_shape or spec.input_shape, pooling, options)
     arguments = dict(include_top=include_top, pooling=pooling, classes=classes,
                      classifier_activation=classifier_activation, options=options)
     with deep_graph_recursion():
@@ -148,7 +204,11 @@ def build(name, *, classes=None, input_shape=None, include_top=True, pooling=Non
                         f"input_shape {shape} is too small for {spec.name!r}: the smallest input it "
                         f"accepts with these options is {smallest}x{smallest}") from None
             raise
-        if weights is not None:
+        if metadata is not None:
+            _load_file(spec, model, weights, metadata, arguments, shape)
+            model.preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
+            model.weights_metadata = metadata
+        elif weights is not None:
             _load_weights_strictly(model, weights)
     return model
 

@@ -1,5 +1,11 @@
-"""Weight importers: other libraries' checkpoints -> kcnn models computing the same function."""
+"""Weights: the kcnn weights file, preprocessing presets, and importers of other libraries' checkpoints.
 
-from kcnn.weights.keras_applications import transfer_keras_applications
+This package's ``__init__`` holds only what ``kcnn.build`` needs to read a file
+(``files``, ``preprocessing``); the importers, which build models, are in
+``kcnn.weights.importer`` and ``kcnn.weights.keras_applications``.
+"""
 
-__all__ = ["transfer_keras_applications"]
+from kcnn.weights.files import read_metadata
+from kcnn.weights.preprocessing import PRESETS, Preprocessing
+
+__all__ = ["PRESETS", "Preprocessing", "read_metadata"]

@@ -9,19 +9,11 @@ there have none, and the bias is folded exactly into BN's moving mean:
 import keras
 
 from kcnn.graph import consumers
+from kcnn.weights.files import check_shapes
 
 
 def _weighted(model):
     return {layer.name: layer for layer in model.layers if layer.weights}
-
-
-def _check_shapes(name, expected, given):
-    if len(expected) != len(given):
-        raise ValueError(f"layer {name!r}: source has {len(given)} tensors, target expects {len(expected)}")
-    for want, got in zip(expected, given):
-        if tuple(want.shape) != tuple(got.shape):
-            raise ValueError(f"layer {name!r}: source tensor has shape {tuple(got.shape)}, "
-                             f"target expects {tuple(want.shape)}")
 
 
 def transfer_keras_applications(source, target):
@@ -50,7 +42,7 @@ def transfer_keras_applications(source, target):
         gamma, beta, mean, variance = source_weights[name]
         source_weights[name] = [gamma, beta, mean - bias, variance]
     for name, layer in target_layers.items():
-        _check_shapes(name, layer.weights, source_weights[name])
+        check_shapes(name, layer.weights, source_weights[name])
     for name, layer in target_layers.items():
         layer.set_weights(source_weights[name])
     return target

@@ -1,0 +1,93 @@
+"""``kcnn weights``: the official ImageNet files, importing them, reading a converted file."""
+
+import json
+
+import click
+
+from kcnn.cli.options import echo_table, user_errors
+from kcnn.weights import PRESETS, read_metadata
+from kcnn.weights.catalog import entries
+from kcnn.weights.importer import SOURCES, import_weights
+
+
+@click.group()
+def weights():
+    """ImageNet weights from torchvision, timm and keras.applications, converted to kcnn models."""
+
+
+def _percent(value):
+    return "" if value is None else f"{value:g}"
+
+
+@weights.command("list")
+@click.option("--from", "library", type=click.Choice(SOURCES), help="Only this source.")
+@click.option("--model", help="Only this kcnn model.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_weights(library, model, as_json):
+    """The official files kcnn imports: URL, published hash, the accuracy their source reports."""
+    rows = entries(library, model)
+    if as_json:
+        click.echo(json.dumps([{**row.__dict__, "file_name": row.file_name} for row in rows], indent=2))
+        return
+    header = ("source", "model", "variant", "top-1", "top-5", "hash", "url")
+    echo_table(header, [
+        (row.library, row.model, ",".join(f"{k}={v}" for k, v in row.options.items()) or "-",
+         _percent(row.top1), _percent(row.top5),
+         f"{row.hash_kind}:{row.hash}" if row.hash else "-", row.url)
+        for row in rows])
+
+
+def _read_class_names(path):
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as stream:
+        return [line.strip() for line in stream if line.strip()]
+
+
+@weights.command("import")
+@click.option("--from", "library", type=click.Choice(SOURCES), required=True, help="The library the file comes from.")
+@click.option("--model", required=True, help="The kcnn model (e.g. resnet50, googlenet, vgg16_bn).")
+@click.option("--source", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="The downloaded file: .pth (torchvision), .safetensors (timm), .h5 (keras.applications).")
+@click.option("--out", required=True, help="The kcnn weights file to write (*.weights.h5).")
+@click.option("--preprocessing", type=click.Choice(list(PRESETS)),
+              help="Override the source's usual input normalisation.")
+@click.option("--class-names", type=click.Path(exists=True, dir_okay=False),
+              help="A text file, one class name per line (default: ImageNet's for 1000 classes).")
+def import_command(library, model, source, out, preprocessing, class_names):
+    """Converts an official checkpoint into a kcnn weights file that `kcnn.build(MODEL, weights=OUT)` loads."""
+    with user_errors():
+        metadata = import_weights(library, model, source, out, preprocessing=preprocessing,
+                                  class_names=_read_class_names(class_names))
+    options = ",".join(f"{k}={v}" for k, v in metadata["options"].items()) or "default variant"
+    top = f"{metadata['classes']} classes" if metadata["include_top"] else "no classifier"
+    click.echo(f"wrote {out}: {metadata['architecture']} ({options}), {top}, "
+               f"preprocessing {metadata['preprocessing']['name']}")
+    if metadata["skipped_tensors"]:
+        click.echo(f"not imported (untrained in the source): {len(metadata['skipped_tensors'])} tensors, "
+                   f"e.g. {metadata['skipped_tensors'][0]}")
+
+
+@weights.command("info")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the whole metadata as JSON.")
+def info(file, as_json):
+    """What a kcnn weights file holds: architecture, variant, source, preprocessing."""
+    with user_errors():
+        metadata = read_metadata(file)
+        if metadata is None:
+            raise ValueError(f"{file!r} is a Keras weights file without kcnn metadata")
+    if as_json:
+        click.echo(json.dumps(metadata, indent=2))
+        return
+    source = metadata["source"]
+    for key, value in (
+        ("architecture", metadata["architecture"]),
+        ("options", json.dumps(metadata["options"])),
+        ("classifier", f"{metadata['classes']} classes" if metadata["include_top"] else "none"),
+        ("input", "x".join(map(str, metadata["input_shape"]))),
+        ("preprocessing", json.dumps(metadata["preprocessing"])),
+        ("source", f"{source['library']} {source['file']} (sha256 {source['sha256']})"),
+        ("reported top-1", _percent(source.get("top1")) or "unknown"),
+    ):
+        click.echo(f"{key:15} {value}")
