@@ -1,0 +1,87 @@
+"""Classification datasets as tf.data pipelines: digits, image folders and TFDS.
+
+`load_classification` returns batches of (images float32 [B, H, W, C] with pixel values in
+[0, 255], labels int32 [B]) and the DatasetInfo. Training pipelines shuffle and augment with
+`seed`, so two pipelines built with the same seed yield the same batches:
+
+>>> ds, info = load_classification("digits", "val", image_size=(16, 16), channels=1,
+...                                batch_size=32, training=False)
+>>> images, labels = next(iter(ds))
+>>> images.shape, labels.dtype, info.class_names[:3]
+(TensorShape([32, 16, 16, 1]), tf.int32, ('0', '1', '2'))
+"""
+
+import tensorflow as tf
+
+from kcnn.data import augment as augmentations
+from kcnn.data.augment import AUGMENTATIONS
+from kcnn.data.sources import SPLITS, DatasetInfo, dataset_info, open_source, skipped_images
+
+__all__ = ["AUGMENTATIONS", "DatasetInfo", "dataset_info", "load_classification",
+           "skipped_images"]
+
+
+def load_classification(dataset, split, *, image_size, channels, batch_size, training,
+                        augment=None, seed=0, data_dir=None, manual_dir=None, download=False,
+                        drop_remainder=None):
+    """Batches of (images, labels) of `split` ("train" or "val") of `dataset`, and its info.
+
+    dataset: "digits", a folder PATH (PATH/{train,val}/<class>/*.jpg|*.jpeg|*.png) or a TFDS
+    name. training=True shuffles, augments with `augment` (one of AUGMENTATIONS; None means
+    "none") and drops the last partial batch unless drop_remainder=False; evaluation center-crops
+    after the ImageNet-style augmentations and otherwise resizes. Images get `channels` (1 or 3).
+    """
+    _check_arguments(split, image_size, channels, batch_size)
+    augment_name = "none" if augment is None else augment
+    train_fn = augmentations.train_transform(augment_name)
+    source = open_source(dataset, split, training=training, seed=seed, data_dir=data_dir,
+                         manual_dir=manual_dir, download=download)
+    image_size = tuple(image_size)
+    center_crop = (source.center_crop_eval
+                   and augment_name in augmentations.CENTER_CROP_AUGMENTATIONS)
+
+    ds = source.records
+    if training:
+        ds = ds.shuffle(source.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = source.decode(ds)
+    if training:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+        def transform(example, op_seed):
+            image, label = example
+            return train_fn(_with_channels(image, channels), image_size, op_seed), label
+
+        ds = tf.data.Dataset.zip((ds, seeds))
+    else:
+
+        def transform(image, label):
+            image = _with_channels(image, channels)
+            return augmentations.eval_transform(image, image_size, center_crop=center_crop), label
+
+    ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE), source.info
+
+
+def _check_arguments(split, image_size, channels, batch_size):
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if channels not in (1, 3):
+        raise ValueError(f"bad channels {channels!r}; expected 1 or 3")
+    if (len(tuple(image_size)) != 2
+            or not all(isinstance(side, int) and side > 0 for side in image_size)):
+        raise ValueError(f"bad image_size {image_size!r}; expected (height, width), positive ints")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"bad batch_size {batch_size!r}; expected a positive int")
+
+
+def _with_channels(image, channels):
+    """Gray to RGB by repeating, RGB to gray by luminance; anything else is refused."""
+    have = image.shape[-1]
+    if have == channels:
+        return image
+    if have == 1:
+        return tf.image.grayscale_to_rgb(image)
+    if have == 3:
+        return tf.image.rgb_to_grayscale(image)
+    raise ValueError(f"images have {have} channels; expected 1 or 3")
