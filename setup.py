@@ -15,6 +15,12 @@ setup(
         "numpy>=1.26",
         "h5py>=3.10",
         "safetensors>=0.4,<1",
+        "tensorflow-datasets>=4.9.7,<5",
+        "importlib_resources>=6",  # TFDS 4.9 imports it; etils no longer pulls it in
+        "scikit-learn>=1.4",  # the bundled digits: the offline dataset of small runs
+        "tensorboard>=2.18",  # tf.summary's writer (TF 2.21 no longer pulls it in)
+        "pyyaml>=6",
+        "matplotlib>=3.8",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5"],

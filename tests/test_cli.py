@@ -88,3 +88,29 @@ def test_weights_import_and_info(tmp_path):
     assert wrong.output.strip().splitlines() == [
         "Error: 'model.safetensors' holds resnet18 weights, not resnet34; import it with --model resnet18"]
     assert not (tmp_path / "x.weights.h5").exists()
+
+
+def test_recipes_table():
+    result = run("recipes")
+    assert result.exit_code == 0
+    row = next(line for line in result.output.splitlines() if line.startswith("resnet_cifar"))
+    assert "64000 steps" in row and "x0.1 at 32000,48000" in row
+
+
+def test_pretrain_runs_and_reports(tmp_path):
+    result = run("pretrain", "--model", "lenet5", "--dataset", "digits", "--recipe", "small", "--steps", "30",
+                 "--precision", "fp32", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    assert "done: 30 steps, val top-1" in result.output
+    assert json.loads((tmp_path / "run" / "history.json").read_text())[-1]["step"] == 30
+
+
+def test_pretrain_bad_input_is_one_line(tmp_path):
+    unprepared = run("pretrain", "--model", "lenet5", "--dataset", "cifar100", "--data-dir", str(tmp_path),
+                     "--out", str(tmp_path / "run"))
+    assert unprepared.exit_code == 1
+    assert len(unprepared.output.strip().splitlines()) == 1 and "--download" in unprepared.output
+    bad_field = run("pretrain", "--model", "lenet5", "--dataset", "digits", "--set", "momentum_x=1",
+                    "--out", str(tmp_path / "run"))
+    assert bad_field.exit_code == 1 and "unknown recipe field 'momentum_x'" in bad_field.output
+    assert not (tmp_path / "run").exists()

@@ -2,6 +2,7 @@
 
 import click
 
+from kcnn.cli.train import pretrain_command, recipes
 from kcnn.cli.weights import weights
 from kcnn.cli.zoo import models, profile
 
@@ -15,3 +16,5 @@ def main():
 main.add_command(models)
 main.add_command(profile)
 main.add_command(weights)
+main.add_command(pretrain_command, name="pretrain")
+main.add_command(recipes)

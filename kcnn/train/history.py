@@ -1,0 +1,67 @@
+"""A run's history: per-epoch rows as CSV and JSON (written atomically), TensorBoard scalars, a PNG plot."""
+
+import csv
+import json
+import os
+
+import tensorflow as tf
+
+
+def _atomic_write(path, write):
+    partial = f"{path}.partial-{os.getpid()}"
+    with open(partial, "w", encoding="utf-8", newline="") as stream:
+        write(stream)
+    os.replace(partial, path)
+
+
+def write_tables(run_dir, rows):
+    """``history.json`` and ``history.csv``: one row per epoch."""
+    _atomic_write(os.path.join(run_dir, "history.json"), lambda s: json.dump(rows, s, indent=1))
+    if not rows:
+        return
+
+    def write_csv(stream):
+        writer = csv.DictWriter(stream, fieldnames=list(rows[-1]))
+        writer.writeheader()
+        writer.writerows(rows)
+    _atomic_write(os.path.join(run_dir, "history.csv"), write_csv)
+
+
+class TensorBoard:
+    """Scalars under ``RUN/tensorboard`` (train and val in one writer, named by prefix)."""
+
+    def __init__(self, run_dir):
+        self.writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
+
+    def scalars(self, step, values):
+        with self.writer.as_default(step=step):
+            for name, value in values.items():
+                if isinstance(value, (int, float)) and value == value:
+                    tf.summary.scalar(name, value)
+        self.writer.flush()
+
+
+def plot(run_dir, rows, path="curves.png"):
+    """Training curves (loss; top-1 error, train and val) as a PNG; returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    epochs = [row["epoch"] for row in rows]
+    figure, (loss_axis, error_axis) = pyplot.subplots(1, 2, figsize=(10, 4))
+    loss_axis.plot(epochs, [row["loss"] for row in rows], label="train")
+    loss_axis.plot(epochs, [row["val_loss"] for row in rows], label="val")
+    loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    error_axis.plot(epochs, [100 - row["top1"] for row in rows], label="train")
+    error_axis.plot(epochs, [100 - row["val_top1"] for row in rows], label="val")
+    error_axis.set(xlabel="epoch", ylabel="top-1 error (%)", title="error")
+    for axis in (loss_axis, error_axis):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    target = os.path.join(run_dir, path)
+    figure.savefig(f"{target}.partial.png", dpi=100)
+    pyplot.close(figure)
+    os.replace(f"{target}.partial.png", target)
+    return target
