@@ -14,7 +14,7 @@ def run(*args):
 def test_help_lists_every_command():
     result = run("--help")
     assert result.exit_code == 0
-    for command in ("models", "profile", "weights"):
+    for command in ("models", "profile", "weights", "pretrain", "recipes", "evaluate"):
         assert command in result.output
 
 
@@ -114,3 +114,11 @@ def test_pretrain_bad_input_is_one_line(tmp_path):
                     "--out", str(tmp_path / "run"))
     assert bad_field.exit_code == 1 and "unknown recipe field 'momentum_x'" in bad_field.output
     assert not (tmp_path / "run").exists()
+
+
+def test_bench_prints_rates_and_ratios():
+    result = run("bench", "--model", "lenet5", "--source", "memory", "--steps", "2", "--warmup", "1")
+    assert result.exit_code == 0, result.output
+    header, row = result.output.strip().splitlines()[-2:]
+    assert header.split()[:5] == ["model", "mode", "precision", "source", "img/s"]
+    assert row.split()[:4] == ["lenet5", "train", "float32", "memory"] and float(row.split()[4]) > 0

@@ -13,6 +13,7 @@ import pytest
 import kcnn
 from kcnn.train import TrainingStopped, pretrain, recipes
 from kcnn.train.checkpoints import latest
+from kcnn.train.evaluate import evaluate
 
 LENET = dict(model="lenet5", dataset="digits", recipe="small", precision="fp32", verbose=0)
 
@@ -26,6 +27,25 @@ def test_lenet5_learns_digits(tmp_path):
     assert os.listdir(tmp_path / "run" / "tensorboard")
     model = kcnn.build("lenet5", weights=tmp_path / "run" / "model.weights.h5")
     assert model.weights_metadata["class_names"] == [str(d) for d in range(10)]
+
+    again = evaluate(tmp_path / "run", "digits")  # recomputed from the saved file, not the history
+    assert again["count"] == 359
+    assert again["top1"] == pytest.approx(rows[-1]["val_top1"], abs=1e-6)
+    ten_crop = evaluate(tmp_path / "run" / "model.weights.h5", "digits", ten_crop=True)
+    assert ten_crop["count"] == 359 and ten_crop["top1"] >= 90.0  # mirrored digits are other symbols
+
+
+def test_ten_crops_are_corners_center_and_mirrors():
+    import tensorflow as tf
+
+    from kcnn.train.evaluate import ten_crops
+
+    image = tf.reshape(tf.range(6 * 8, dtype=tf.float32), (1, 6, 8, 1))
+    crops = ten_crops(image, (4, 4)).numpy()[:, 0, :, :, 0]
+    assert crops.shape == (10, 4, 4)
+    assert crops[0][0, 0] == 0 and crops[1][0, 0] == 4 and crops[2][0, 0] == 16 and crops[3][-1, -1] == 47
+    assert crops[4][0, 0] == 8 * 1 + 2  # center: rows 1..4, columns 2..5
+    np.testing.assert_array_equal(crops[5], crops[0][:, ::-1])
 
 
 def _pretrain_command(out, *extra):
@@ -85,3 +105,68 @@ def test_paper_schedules():
     imagenet = recipes.get("resnet_imagenet")
     assert imagenet.total_steps(steps_per_epoch=5005) == 90 * 5005
     assert imagenet.learning_rate(30 * 5005, 5005) == pytest.approx(0.01)
+
+
+def test_mixed_bfloat16_computes_in_bfloat16_with_float32_logits(tmp_path):
+    rows = pretrain(out=tmp_path / "run", steps=20, **{**LENET, "precision": "mixed_bfloat16"})
+    assert rows[-1]["step"] == 20 and np.isfinite(rows[-1]["loss"])
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["precision"] == "mixed_bfloat16"
+    import keras
+
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = kcnn.build("lenet5")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_layer("c1").compute_dtype == "bfloat16"
+    assert model.get_layer("predictions").compute_dtype == "float32"
+
+
+def _free_ports(count):
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def test_two_local_workers_end_with_identical_weights(tmp_path):
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    command = [sys.executable, "-m", "kcnn.cli", "pretrain", "--model", "lenet5", "--dataset", "digits",
+               "--recipe", "small", "--steps", "12", "--precision", "fp32", "--strategy", "multiworker",
+               "--checkpoint-every", "5", "--out", str(tmp_path / "run")]
+    processes = []
+    for index in range(2):
+        environment = {**os.environ, "TF_CONFIG": json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
+        processes.append(subprocess.Popen(command, env=environment, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True))
+    outputs = [process.communicate(timeout=300)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    chief = kcnn.build("lenet5", weights=tmp_path / "run" / "model.weights.h5")
+    other = kcnn.build("lenet5", weights=tmp_path / "run" / "workers" / "worker-1" / "model.weights.h5")
+    for a, b in zip(chief.get_weights(), other.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert json.loads((tmp_path / "run" / "history.json").read_text())[-1]["step"] == 12
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["step-000000005", "step-000000010",
+                                                                     "step-000000012"]
+
+
+def test_degradation_experiment_trains_both_twins_and_draws_the_figure(tmp_path):
+    from kcnn.train.degradation import degradation
+
+    histories = degradation("digits", tmp_path, depths=(20,), steps=4, overrides={"batch_size": 32},
+                            precision="fp32")
+    assert sorted(histories) == ["plain20", "resnet20"]
+    assert all(rows[-1]["step"] == 4 for rows in histories.values())
+    summary = json.loads((tmp_path / "degradation.json").read_text())
+    assert set(summary) == {"plain20", "resnet20"}
+    assert (tmp_path / "degradation.png").stat().st_size > 10_000
+    with pytest.raises(ValueError, match="depths must be among 20, 32, 44, 56, 110"):
+        degradation("digits", tmp_path, depths=(21,))

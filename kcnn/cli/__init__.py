@@ -2,7 +2,7 @@
 
 import click
 
-from kcnn.cli.train import pretrain_command, recipes
+from kcnn.cli.train import bench_command, degradation_command, evaluate_command, pretrain_command, recipes
 from kcnn.cli.weights import weights
 from kcnn.cli.zoo import models, profile
 
@@ -18,3 +18,6 @@ main.add_command(profile)
 main.add_command(weights)
 main.add_command(pretrain_command, name="pretrain")
 main.add_command(recipes)
+main.add_command(evaluate_command)
+main.add_command(degradation_command)
+main.add_command(bench_command)

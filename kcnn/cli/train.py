@@ -7,6 +7,9 @@ import yaml
 
 from kcnn.cli.options import echo_table, parse_options, parse_shape, user_errors
 from kcnn.train import RECIPES, TrainingStopped, pretrain
+from kcnn.train.bench import MODES, SOURCES, bench
+from kcnn.train.degradation import CIFAR_DEPTHS, degradation
+from kcnn.train.evaluate import evaluate
 from kcnn.train.hardware import PRECISIONS, STRATEGIES
 
 
@@ -75,3 +78,84 @@ def pretrain_command(model, dataset, out, recipe, recipe_file, overrides, epochs
         last = rows[-1]
         click.echo(f"done: {last['step']} steps, val top-1 {last['val_top1']:.2f}%, "
                    f"val top-5 {last['val_top5']:.2f}%; run in {out}")
+
+
+@click.command("evaluate")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--dataset", required=True, help="digits, a TFDS name or a folder (as for pretrain).")
+@click.option("--split", type=click.Choice(["train", "val"]), default="val", show_default=True)
+@click.option("--ten-crop", is_flag=True, help="AlexNet's 10-crop test: corners + center, mirrored, averaged.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--data-dir", help="TFDS data directory.")
+@click.option("--manual-dir", help="TFDS manual directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def evaluate_command(source, dataset, split, ten_crop, batch_size, data_dir, manual_dir, as_json):
+    """Top-1/top-5 of SOURCE (a pretrain run directory or a kcnn weights file) on a dataset split."""
+    with user_errors():
+        result = evaluate(source, dataset, split=split, ten_crop=ten_crop, batch_size=batch_size,
+                          data_dir=data_dir, manual_dir=manual_dir)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"{split}: top-1 {result['top1']:.2f}%, top-5 {result['top5']:.2f}%, loss {result['loss']:.4f} "
+               f"({result['count']} images{', 10 crops' if ten_crop else ''})")
+
+
+def _depths(ctx, param, value):
+    try:
+        return tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected depths like 20,56 (among {CIFAR_DEPTHS}), got {value!r}") from None
+
+
+@click.command("degradation")
+@click.option("--dataset", default="cifar10", show_default=True,
+              help="cifar10 (TFDS, prepared) or, offline, digits.")
+@click.option("--depths", default="20,56", show_default=True, callback=_depths,
+              help="CIFAR depths 6n+2, comma-separated (plain and residual net of each).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Train this many epochs (default: the recipe's 64k steps).")
+@click.option("--steps", type=click.IntRange(min=1), help="Train this many steps.")
+@click.option("--set", "overrides", multiple=True, callback=parse_options, help="Override a recipe field, KEY=VALUE.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory of the runs and figure.")
+def degradation_command(dataset, depths, epochs, steps, overrides, precision, seed, out):
+    """The lecture's plain-vs-residual experiment: trains plain<d> and resnet<d>, draws Figure 6 (resumable)."""
+    with user_errors():
+        histories = degradation(dataset, out, depths=depths, epochs=epochs, steps=steps, overrides=overrides,
+                                precision=precision, seed=seed)
+    for name, rows in histories.items():
+        click.echo(f"{name:10} train error {100 - rows[-1]['top1']:6.2f}%  val error {100 - rows[-1]['val_top1']:6.2f}%")
+    click.echo(f"figure: {out}/degradation.png")
+
+
+@click.command("bench")
+@click.option("--model", default="resnet50", show_default=True)
+@click.option("--mode", "modes", multiple=True, type=click.Choice(MODES), default=["train"], show_default=True)
+@click.option("--precision", "precisions", multiple=True, type=click.Choice(PRECISIONS), default=["fp32"],
+              show_default=True, help="Repeat to compare, e.g. --precision fp32 --precision mixed_bfloat16.")
+@click.option("--source", "sources", multiple=True, type=click.Choice(SOURCES), default=["memory", "jpeg"],
+              show_default=True, help="memory: one batch repeated; jpeg: JPEG files through the input pipeline.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--input-shape", callback=parse_shape, help="H,W,C (default: the model's own).")
+def bench_command(model, modes, precisions, sources, batch_size, steps, warmup, input_shape):
+    """Images per second of training or inference steps, with input-pipeline and precision ratios."""
+    rows = []
+    with user_errors():
+        for mode in modes:
+            for precision in precisions:
+                for source in sources:
+                    rows.append(bench(model, mode=mode, precision=precision, source=source,
+                                      batch_size=batch_size, steps=steps, warmup=warmup, input_shape=input_shape))
+    first = {}
+    for row in rows:
+        first.setdefault((row["mode"], row["source"]), row)
+        memory = next((r for r in rows if r["source"] == "memory" and r["mode"] == row["mode"]
+                       and r["precision"] == row["precision"]), row)
+        row["vs_memory"] = row["images_per_second"] / memory["images_per_second"]
+        row["vs_first_precision"] = row["images_per_second"] / first[(row["mode"], row["source"])]["images_per_second"]
+    echo_table(("model", "mode", "precision", "source", "img/s", "vs memory", "vs first precision"), [
+        (r["model"], r["mode"], r["precision"], r["source"], f"{r['images_per_second']:.1f}",
+         f"{r['vs_memory']:.3f}", f"{r['vs_first_precision']:.3f}") for r in rows])

@@ -22,7 +22,7 @@ With ``aux_logits=True`` the model returns a dict: ``predictions``, ``aux1``, ``
 from keras import layers
 
 from kcnn.layers import LocalResponseNormalization, conv, conv_bn_act, inception_module, max_pool
-from kcnn.models.heads import pooled_classifier, without_top
+from kcnn.models.heads import pooled_classifier, predictions, without_top
 
 # The lecture's table: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj); "pool" rows are 3x3/2 max pools.
 INCEPTION_V1_TABLE = (
@@ -64,7 +64,7 @@ def _aux_classifier(x, classes, activation, conv_unit, pool, name):
     x = layers.Flatten(name=f"{name}_flatten")(x)
     x = layers.Dense(1024, activation="relu", name=f"{name}_fc")(x)
     x = layers.Dropout(0.7, name=f"{name}_dropout")(x)
-    return layers.Dense(classes, activation=activation, name=f"{name}_predictions")(x)
+    return predictions(x, classes, activation, name=f"{name}_predictions")
 
 
 def build_googlenet(inputs, *, include_top, pooling, classes, classifier_activation,

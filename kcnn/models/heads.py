@@ -17,9 +17,13 @@ def without_top(x, pooling):
     return pool(name=f"{pooling}_pool")(x)
 
 
-def predictions(x, classes, activation):
-    """The last linear layer, named ``predictions`` like keras.applications."""
-    return layers.Dense(classes, activation=activation, name="predictions")(x)
+def predictions(x, classes, activation, name="predictions"):
+    """The last linear layer, named ``predictions`` like keras.applications.
+
+    It computes in float32 whatever the mixed-precision policy, so logits and softmax
+    keep float32's range (the Keras mixed-precision guide's advice).
+    """
+    return layers.Dense(classes, activation=activation, dtype="float32", name=name)(x)
 
 
 def pooled_classifier(x, classes, activation, *, dropout=0.0):

@@ -69,7 +69,7 @@ def _run_settings(model, dataset, out, recipe, overrides, epochs, steps, **rest)
     return Settings(model=spec.name, dataset=os.fspath(dataset), out=os.fspath(out), recipe=recipe, **rest)
 
 
-class _Loop:
+class Loop:
     """The model, optimizer and compiled steps of one run."""
 
     def __init__(self, settings, strategy, info, shape):
@@ -145,7 +145,8 @@ class _Loop:
                 "top5": 100 * totals.get("top5", 0.0) / count, "count": int(totals.get("count", 0))}
 
 
-def _preprocessing(channels):
+def input_preprocessing(channels):
+    """The normalisation kcnn trains with: ImageNet mean/std for colour, [-1, 1] for grayscale."""
     return PRESETS["torch"] if channels == 3 else GRAYSCALE
 
 
@@ -176,13 +177,15 @@ def pretrain(model, dataset, out, *, recipe=None, overrides=None, epochs=None, s
     manual_dir, download). Returns the history rows.
     """
     settings = _run_settings(model, dataset, out, recipe, overrides, epochs, steps, **settings)
-    config, existing = _check_out(settings, resume)
+    strategy = hardware.resolve_strategy(settings.strategy)  # multi-worker: before any other TF op
+    chief = hardware.is_chief(strategy)
+    # Only the chief refuses an existing run: a worker may start after the chief's first checkpoint.
+    config, existing = _check_out(settings, resume or not chief)
+    existing = existing if resume else None
     spec = registry.get(settings.model)
     shape = tuple(settings.input_shape or spec.input_shape)
     info = data.dataset_info(settings.dataset, data_dir=settings.data_dir, manual_dir=settings.manual_dir,
                              download=settings.download)
-    strategy = hardware.resolve_strategy(settings.strategy)
-    chief = hardware.is_chief(strategy)
     steps_per_epoch = info.num_examples["train"] // settings.recipe.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"batch size {settings.recipe.batch_size} is larger than the training split "
@@ -196,7 +199,7 @@ def pretrain(model, dataset, out, *, recipe=None, overrides=None, epochs=None, s
         os.makedirs(settings.out, exist_ok=True)
         if chief:
             _atomic_json(os.path.join(settings.out, "config.json"), config)
-        loop = _Loop(settings, strategy, info, shape)
+        loop = Loop(settings, strategy, info, shape)
         return _train(settings, loop, info, shape, steps_per_epoch, total_steps, existing, chief, verbose)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
@@ -215,7 +218,7 @@ def _dataset(settings, info, shape, split, epoch):
         settings.dataset, split, image_size=shape[:2], channels=shape[2], batch_size=settings.recipe.batch_size,
         training=training, augment=settings.recipe.augment if training else None,
         seed=settings.seed * 100_003 + epoch, data_dir=settings.data_dir, manual_dir=settings.manual_dir)
-    normalise = _preprocessing(shape[2])
+    normalise = input_preprocessing(shape[2])
     return dataset.map(lambda images, labels: (normalise(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
 
 
@@ -278,15 +281,23 @@ def _train(settings, loop, info, shape, steps_per_epoch, total_steps, existing, 
                   f"({row['images_per_second']:.1f} img/s)")
     if chief:
         history.plot(settings.out, state["history"])
-        _save_model(settings, loop.model, info, shape)
+    _save_model(settings, loop.model, info, shape, _model_path(settings.out, loop.strategy, chief))
     return state["history"]
 
 
-def _save_model(settings, model, info, shape):
-    files.save(model, os.path.join(settings.out, "model.weights.h5"), {
+def _model_path(out, strategy, chief):
+    """``RUN/model.weights.h5``; other workers write theirs under ``RUN/workers/`` (they must agree)."""
+    if chief:
+        return os.path.join(out, "model.weights.h5")
+    resolver = strategy.cluster_resolver
+    return os.path.join(out, "workers", f"{resolver.task_type}-{resolver.task_id}", "model.weights.h5")
+
+
+def _save_model(settings, model, info, shape, path):
+    files.save(model, path, {
         "architecture": settings.model, "options": dict(settings.model_options), "include_top": True,
         "classes": info.num_classes, "input_shape": list(shape),
-        "preprocessing": _preprocessing(shape[2]).to_dict(), "class_names": list(info.class_names),
+        "preprocessing": input_preprocessing(shape[2]).to_dict(), "class_names": list(info.class_names),
         "source": {"library": "kcnn", "file": None, "sha256": None, "url": None, "top1": None, "top5": None,
                    "run": os.path.abspath(settings.out), "dataset": settings.dataset},
         "skipped_tensors": [],

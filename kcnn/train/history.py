@@ -41,15 +41,29 @@ class TensorBoard:
         self.writer.flush()
 
 
-def plot(run_dir, rows, path="curves.png"):
-    """Training curves (loss; top-1 error, train and val) as a PNG; returns its path."""
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib import pyplot
+    from matplotlib import pyplot as module
 
+    return module
+
+
+def save_figure(figure, path):
+    """Writes ``figure`` as a PNG beside ``path`` and renames it into place; closes it."""
+    partial = f"{path}.partial-{os.getpid()}.png"
+    figure.savefig(partial, dpi=100)
+    pyplot().close(figure)
+    os.replace(partial, path)
+    return path
+
+
+def plot(run_dir, rows, path="curves.png"):
+    """Training curves (loss; top-1 error, train and val) as a PNG; returns its path."""
     epochs = [row["epoch"] for row in rows]
-    figure, (loss_axis, error_axis) = pyplot.subplots(1, 2, figsize=(10, 4))
+    figure, (loss_axis, error_axis) = pyplot().subplots(1, 2, figsize=(10, 4))
     loss_axis.plot(epochs, [row["loss"] for row in rows], label="train")
     loss_axis.plot(epochs, [row["val_loss"] for row in rows], label="val")
     loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
@@ -60,8 +74,4 @@ def plot(run_dir, rows, path="curves.png"):
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    target = os.path.join(run_dir, path)
-    figure.savefig(f"{target}.partial.png", dpi=100)
-    pyplot.close(figure)
-    os.replace(f"{target}.partial.png", target)
-    return target
+    return save_figure(figure, os.path.join(run_dir, path))
