@@ -170,3 +170,16 @@ def test_degradation_experiment_trains_both_twins_and_draws_the_figure(tmp_path)
     assert (tmp_path / "degradation.png").stat().st_size > 10_000
     with pytest.raises(ValueError, match="depths must be among 20, 32, 44, 56, 110"):
         degradation("digits", tmp_path, depths=(21,))
+
+
+def test_mixed_float16_scales_the_loss(tmp_path):
+    rows = pretrain(out=tmp_path / "run", steps=10, **{**LENET, "precision": "mixed_float16"})
+    assert rows[-1]["step"] == 10 and np.isfinite(rows[-1]["loss"])
+    state = json.loads(open(os.path.join(latest(tmp_path / "run" / "checkpoints"), "state.json")).read())
+    assert state["step"] == 10
+
+
+def test_xla_compiled_steps_train_the_same_network(tmp_path):
+    plain = pretrain(out=tmp_path / "plain", steps=6, **LENET)
+    compiled = pretrain(out=tmp_path / "xla", steps=6, xla=True, **LENET)
+    np.testing.assert_allclose(compiled[-1]["loss"], plain[-1]["loss"], rtol=1e-3)

@@ -62,8 +62,10 @@ def _recipe_file(ctx, param, value):
 @click.option("--data-dir", help="TFDS data directory.")
 @click.option("--manual-dir", help="TFDS manual directory (imagenet2012: the ILSVRC2012 tars).")
 @click.option("--download", is_flag=True, help="Let TFDS download the dataset (needs internet).")
+@click.option("--xla", is_flag=True, help="Compile the steps with XLA (slower on CPU; for GPUs).")
 def pretrain_command(model, dataset, out, recipe, recipe_file, overrides, epochs, steps, precision, strategy,
-                     input_shape, model_options, checkpoint_every, seed, resume, data_dir, manual_dir, download):
+                     input_shape, model_options, checkpoint_every, seed, resume, data_dir, manual_dir, download,
+                     xla):
     """Trains MODEL on DATASET with its paper's recipe into the run directory OUT (resumable)."""
     with user_errors():
         try:
@@ -71,7 +73,7 @@ def pretrain_command(model, dataset, out, recipe, recipe_file, overrides, epochs
                             epochs=epochs, steps=steps, resume=resume, precision=precision, strategy=strategy,
                             input_shape=input_shape, model_options=model_options,
                             checkpoint_every=checkpoint_every, seed=seed, data_dir=data_dir,
-                            manual_dir=manual_dir, download=download)
+                            manual_dir=manual_dir, download=download, xla=xla)
         except TrainingStopped as error:
             raise ValueError(str(error)) from None
     if rows:

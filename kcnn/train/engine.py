@@ -51,6 +51,7 @@ class Settings:
     data_dir: str = None
     manual_dir: str = None
     download: bool = False
+    xla: bool = False  # compile each replica's step with XLA (slower on this project's CPUs; try it on GPUs)
 
 
 def _run_settings(model, dataset, out, recipe, overrides, epochs, steps, **rest):
@@ -84,8 +85,9 @@ class Loop:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(self.model.trainable_variables)
             self.optimizer = optimizer
-        self.train_step = tf.function(self._distributed(self._train_replica))
-        self.eval_step = tf.function(self._distributed(self._eval_replica))
+        compile_replica = (lambda fn: tf.function(fn, jit_compile=True)) if settings.xla else (lambda fn: fn)
+        self.train_step = tf.function(self._distributed(compile_replica(self._train_replica)))
+        self.eval_step = tf.function(self._distributed(compile_replica(self._eval_replica)))
 
     def _distributed(self, replica_fn):
         def step(batch):
@@ -268,7 +270,8 @@ def _train(settings, loop, info, shape, steps_per_epoch, total_steps, existing, 
         row = {"epoch": epoch + 1, "step": state["step"],
                "lr": float(loop.optimizer.learning_rate.numpy()), "loss": train["loss"],
                "top1": train["top1"], "top5": train["top5"], "val_loss": val["loss"], "val_top1": val["top1"],
-               "val_top5": val["top5"], "images_per_second": train["count"] / max(seconds, 1e-9)}
+               "val_top5": val["top5"], "images_per_second": train["count"] / max(seconds, 1e-9),
+               "skipped_images": data.skipped_images()}
         state["history"].append(row)
         state["epoch"], state["batch"] = epoch + 1, 0
         save()
@@ -281,6 +284,8 @@ def _train(settings, loop, info, shape, steps_per_epoch, total_steps, existing, 
                   f"({row['images_per_second']:.1f} img/s)")
     if chief:
         history.plot(settings.out, state["history"])
+    if verbose and data.skipped_images():
+        print(f"skipped {data.skipped_images()} unreadable images (see the warnings above for their paths)")
     _save_model(settings, loop.model, info, shape, _model_path(settings.out, loop.strategy, chief))
     return state["history"]
 
