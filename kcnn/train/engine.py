@@ -24,6 +24,7 @@ import keras
 import tensorflow as tf
 
 from kcnn import data, registry
+from kcnn.atomic import write_json
 from kcnn.models import build
 from kcnn.train import checkpoints, hardware, history, recipes
 from kcnn.weights import PRESETS, Preprocessing, files
@@ -200,18 +201,11 @@ def pretrain(model, dataset, out, *, recipe=None, overrides=None, epochs=None, s
     try:
         os.makedirs(settings.out, exist_ok=True)
         if chief:
-            _atomic_json(os.path.join(settings.out, "config.json"), config)
+            write_json(os.path.join(settings.out, "config.json"), config)
         loop = Loop(settings, strategy, info, shape)
         return _train(settings, loop, info, shape, steps_per_epoch, total_steps, existing, chief, verbose)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
-
-
-def _atomic_json(path, value):
-    partial = f"{path}.partial-{os.getpid()}"
-    with open(partial, "w", encoding="utf-8") as stream:
-        json.dump(value, stream, indent=1)
-    os.replace(partial, path)
 
 
 def _dataset(settings, info, shape, split, epoch):

@@ -1,22 +1,16 @@
 """A run's history: per-epoch rows as CSV and JSON (written atomically), TensorBoard scalars, a PNG plot."""
 
 import csv
-import json
 import os
 
 import tensorflow as tf
 
-
-def _atomic_write(path, write):
-    partial = f"{path}.partial-{os.getpid()}"
-    with open(partial, "w", encoding="utf-8", newline="") as stream:
-        write(stream)
-    os.replace(partial, path)
+from kcnn.atomic import atomic_path, write_json, write_text
 
 
 def write_tables(run_dir, rows):
     """``history.json`` and ``history.csv``: one row per epoch."""
-    _atomic_write(os.path.join(run_dir, "history.json"), lambda s: json.dump(rows, s, indent=1))
+    write_json(os.path.join(run_dir, "history.json"), rows)
     if not rows:
         return
 
@@ -24,7 +18,7 @@ def write_tables(run_dir, rows):
         writer = csv.DictWriter(stream, fieldnames=list(rows[-1]))
         writer.writeheader()
         writer.writerows(rows)
-    _atomic_write(os.path.join(run_dir, "history.csv"), write_csv)
+    write_text(os.path.join(run_dir, "history.csv"), write_csv)
 
 
 class TensorBoard:
@@ -53,10 +47,9 @@ def pyplot():
 
 def save_figure(figure, path):
     """Writes ``figure`` as a PNG beside ``path`` and renames it into place; closes it."""
-    partial = f"{path}.partial-{os.getpid()}.png"
-    figure.savefig(partial, dpi=100)
+    with atomic_path(path) as partial:
+        figure.savefig(partial, dpi=100)
     pyplot().close(figure)
-    os.replace(partial, path)
     return path
 
 

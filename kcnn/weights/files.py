@@ -8,11 +8,12 @@ build exactly that variant. Files are written beside their destination and renam
 into place, so a reader never sees half a file.
 """
 
-import contextlib
 import json
 import os
 
 import h5py
+
+from kcnn.atomic import atomic_path
 
 METADATA_ATTRIBUTE = "kcnn"
 FORMAT_VERSION = 1
@@ -41,21 +42,6 @@ def read_metadata(path):
         raise ValueError(f"{os.fspath(path)!r} has kcnn weights format {metadata.get('format')!r}; "
                          f"this kcnn reads format {FORMAT_VERSION}")
     return metadata
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yields a temporary path beside ``path`` (same suffix) and renames it into place on success."""
-    path = os.fspath(path)
-    directory, name = os.path.split(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(directory, f".{name[:-len(SUFFIX)]}.partial-{os.getpid()}{SUFFIX}")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def save(model, path, metadata):
