@@ -14,6 +14,7 @@ counted, never fatal: `skipped_images()` is the total since the process started.
 
 import dataclasses
 import difflib
+import functools
 import importlib
 import logging
 import os
@@ -103,8 +104,9 @@ def _import_optional(module, package, purpose):
 # --- scikit-learn digits -------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1)
 def _digits_arrays():
-    """Images [N, 8, 8, 1] in [0, 255], labels [N] and a fixed stratified validation mask."""
+    """Images [N, 8, 8, 1] in [0, 255], labels [N] and a fixed stratified validation mask (read once)."""
     sklearn_datasets = _import_optional("sklearn.datasets", "scikit-learn", "the digits dataset")
     digits = sklearn_datasets.load_digits()
     images = (digits.images * (255.0 / 16.0)).astype(np.float32)[..., np.newaxis]
@@ -160,8 +162,13 @@ def _folder_files(root, split, class_names):
     return paths, labels
 
 
+@functools.lru_cache(maxsize=8)
 def _folder_listing(root):
-    """The DatasetInfo of folder `root` and {split: (paths, labels)} for the splits it has."""
+    """The DatasetInfo of folder `root` and {split: (paths, labels)} for the splits it has.
+
+    Scanned once per process (an ImageNet-sized folder takes long to list; every epoch rebuilds its
+    pipeline): files added to a folder during a run are not seen by that run.
+    """
     class_names = _folder_classes(root)
     files = {split: _folder_files(root, split, class_names) for split in SPLITS
              if os.path.isdir(os.path.join(root, split))}

@@ -227,6 +227,7 @@ def _train(settings, loop, info, shape, steps_per_epoch, total_steps, existing, 
         state = checkpoints.restore(existing, loop.model, loop.optimizer)
     board = history.TensorBoard(settings.out) if chief else None
     epochs = math.ceil(total_steps / steps_per_epoch)
+    validation = _dataset(settings, info, shape, "val", 0)  # not shuffled: one pipeline serves every epoch
 
     def save():
         if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in loop.model.trainable_variables):
@@ -260,7 +261,7 @@ def _train(settings, loop, info, shape, steps_per_epoch, total_steps, existing, 
         loop.optimizer.learning_rate.assign(settings.recipe.learning_rate(state["step"], steps_per_epoch))
         train = loop.run_epoch(dataset.take(remaining), loop.train_step, on_step)
         seconds = time.perf_counter() - started
-        val = loop.run_epoch(_dataset(settings, info, shape, "val", epoch), loop.eval_step)
+        val = loop.run_epoch(validation, loop.eval_step)
         row = {"epoch": epoch + 1, "step": state["step"],
                "lr": float(loop.optimizer.learning_rate.numpy()), "loss": train["loss"],
                "top1": train["top1"], "top5": train["top5"], "val_loss": val["loss"], "val_top1": val["top1"],
