@@ -103,15 +103,6 @@ class Loop:
                 tf.cast(v, tf.float32) for k, v in sorted(outputs.items()) if k != "predictions"]
         return tf.cast(outputs, tf.float32), []
 
-    @staticmethod
-    def _sums(labels, logits, per_example):
-        labels = tf.cast(labels, tf.int32)
-        k = min(5, logits.shape[-1])
-        return {"loss": tf.reduce_sum(per_example),
-                "top1": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32)),
-                "top5": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, k), tf.float32)),
-                "count": tf.cast(tf.shape(labels)[0], tf.float32)}
-
     def _train_replica(self, images, labels):
         decay = self.settings.recipe.weight_decay
         with tf.GradientTape() as tape:
@@ -128,24 +119,43 @@ class Loop:
             scaled = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled, self.model.trainable_variables)
         self.optimizer.apply(gradients, self.model.trainable_variables)
-        return self._sums(labels, logits, per_example)
+        return batch_sums(labels, logits, per_example)
 
     def _eval_replica(self, images, labels):
         logits, _ = self._logits(images, training=False)
         per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-        return self._sums(labels, logits, per_example)
+        return batch_sums(labels, logits, per_example)
 
     def run_epoch(self, dataset, step_fn, on_step=None):
         totals = {}
         for batch in self.strategy.experimental_distribute_dataset(dataset):
             sums = {k: float(v) for k, v in step_fn(batch).items()}
-            for key, value in sums.items():
-                totals[key] = totals.get(key, 0.0) + value
+            add_sums(totals, sums)
             if on_step is not None and on_step(sums):
                 break
-        count = max(totals.get("count", 0.0), 1.0)
-        return {"loss": totals.get("loss", math.nan) / count, "top1": 100 * totals.get("top1", 0.0) / count,
-                "top5": 100 * totals.get("top5", 0.0) / count, "count": int(totals.get("count", 0))}
+        return averages(totals)
+
+
+def batch_sums(labels, scores, per_example_loss):
+    """A batch's loss sum and top-1/top-5 hit counts (``scores``: logits or probabilities) and size."""
+    labels = tf.cast(labels, tf.int32)
+    k = min(5, scores.shape[-1])
+    return {"loss": tf.reduce_sum(per_example_loss),
+            "top1": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, scores, 1), tf.float32)),
+            "top5": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, scores, k), tf.float32)),
+            "count": tf.cast(tf.shape(labels)[0], tf.float32)}
+
+
+def add_sums(totals, sums):
+    for key, value in sums.items():
+        totals[key] = totals.get(key, 0.0) + float(value)
+
+
+def averages(totals):
+    """Totals of ``batch_sums`` -> mean loss, top-1/top-5 in percent, image count."""
+    count = max(totals.get("count", 0.0), 1.0)
+    return {"loss": totals.get("loss", math.nan) / count, "top1": 100 * totals.get("top1", 0.0) / count,
+            "top5": 100 * totals.get("top5", 0.0) / count, "count": int(totals.get("count", 0))}
 
 
 def input_preprocessing(channels):

@@ -15,6 +15,7 @@ import tensorflow as tf
 from kcnn import data
 from kcnn.data.augment import CENTER_CROP_AUGMENTATIONS
 from kcnn.models import build
+from kcnn.train.engine import add_sums, averages, batch_sums
 from kcnn.weights import Preprocessing, read_metadata
 
 EVAL_CROP_FRACTION = 0.875
@@ -48,7 +49,8 @@ def ten_crops(images, crop_size):
 
 
 def evaluate(source, dataset, *, split="val", ten_crop=False, batch_size=64, data_dir=None, manual_dir=None):
-    """``{"top1", "top5", "loss", "count"}`` (percentages) of ``source`` on ``dataset``'s ``split``."""
+    """``{"top1", "top5", "loss", "count"}`` (percentages) of ``source`` on ``dataset``'s ``split``;
+    the same sums as training's validation, over probabilities instead of logits."""
     path = _weights_path(source)
     metadata = read_metadata(path)
     if metadata is None:
@@ -79,15 +81,8 @@ def evaluate(source, dataset, *, split="val", ten_crop=False, batch_size=64, dat
         logits = tf.map_fn(lambda crop: tf.cast(model(normalise(crop), training=False), tf.float32), crops)
         return tf.reduce_mean(tf.nn.softmax(logits), axis=0)
 
-    totals = {"top1": 0.0, "top5": 0.0, "loss": 0.0, "count": 0}
+    totals = {}
     for batch, labels in images:
         scores = probabilities(batch)
-        labels = tf.cast(labels, tf.int32)
-        totals["top1"] += float(tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, scores, 1), tf.float32)))
-        totals["top5"] += float(tf.reduce_sum(tf.cast(
-            tf.math.in_top_k(labels, scores, min(5, info.num_classes)), tf.float32)))
-        totals["loss"] += float(tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(labels, scores)))
-        totals["count"] += int(labels.shape[0])
-    count = max(totals["count"], 1)
-    return {"top1": 100 * totals["top1"] / count, "top5": 100 * totals["top5"] / count,
-            "loss": totals["loss"] / count, "count": totals["count"]}
+        add_sums(totals, batch_sums(labels, scores, keras.losses.sparse_categorical_crossentropy(labels, scores)))
+    return averages(totals)
