@@ -164,3 +164,19 @@ def test_googlenet_auxiliary_classifiers_match_torchvision(torch_save):
     _assert_close(outputs["predictions"], logits)
     _assert_close(outputs["aux1"], aux1)
     _assert_close(outputs["aux2"], aux2)
+
+
+@pytest.mark.parametrize("output_stride, dilate", [(16, [False, False, True]), (8, [False, True, True])])
+def test_dilated_resnet_matches_torchvision_replace_stride_with_dilation(output_stride, dilate, torch_save):
+    """DeepLab's atrous ResNet-50: same weights, torchvision's dilation rule, same logits at an odd size."""
+    import torch
+
+    _, source = torch_save("resnet50")
+    reference = _import_torchvision().models.resnet50(weights=None, replace_stride_with_dilation=dilate)
+    reference.load_state_dict(torch.load(source))
+    model = kcnn.build("resnet50", version="v1.5", output_stride=output_stride, classifier_activation=None,
+                       input_shape=(*OTHER_SIZE, 3))
+    load_state_dict(model, read_state_dict(source),
+                    module_names("resnet", "torchvision", [layer.name for layer in model.layers]))
+    images = _images(*OTHER_SIZE, seed=2)
+    _assert_close(model.predict(images, verbose=0), _run_torch(reference.eval(), images))
