@@ -31,6 +31,24 @@ def latest(directory):
     return os.path.join(directory, names[-1]) if names else None
 
 
+def check_run_dir(out, config, resume):
+    """The newest checkpoint of the run in ``out`` (``None`` for a new run), after checking that
+    ``resume`` is asked for when one exists and that ``config`` equals the run's ``config.json``."""
+    existing = latest(os.path.join(out, "checkpoints"))
+    if existing and not resume:
+        raise ValueError(f"{out!r} already holds a run (checkpoint {os.path.basename(existing)}); "
+                         "pass --resume to continue it or choose another --out")
+    config_path = os.path.join(out, "config.json")
+    if existing and os.path.exists(config_path):
+        with open(config_path, encoding="utf-8") as stream:
+            saved = json.load(stream)
+        if saved != config:
+            changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+            raise ValueError(f"--resume with other settings than the run's ({', '.join(changed)}); "
+                             "resume with the same ones or start a new --out")
+    return existing
+
+
 def remove_partials(directory):
     """Deletes what a killed writer left half-written (never a complete checkpoint)."""
     if os.path.isdir(directory):

@@ -61,13 +61,9 @@ def _run_settings(model, dataset, out, recipe, overrides, epochs, steps, **rest)
     if epochs is not None and steps is not None:
         raise ValueError("give --epochs or --steps, not both")
     if epochs is not None:
-        recipe = recipe.replace(length=epochs, unit="epochs") if recipe.unit == "epochs" else recipe.replace(
-            length=epochs, unit="epochs", boundaries=())
+        recipe = recipe.with_length(epochs, "epochs")
     if steps is not None:
-        recipe = recipe.replace(length=steps) if recipe.unit == "steps" else recipe.replace(
-            length=steps, unit="steps", boundaries=())
-    if recipe.length < 1:
-        raise ValueError(f"training length must be at least 1, got {recipe.length}")
+        recipe = recipe.with_length(steps, "steps")
     return Settings(model=spec.name, dataset=os.fspath(dataset), out=os.fspath(out), recipe=recipe, **rest)
 
 
@@ -81,20 +77,14 @@ class Loop:
         with strategy.scope():
             self.model = build(settings.model, classes=info.num_classes, input_shape=shape,
                                classifier_activation=None, **settings.model_options)
-            optimizer = keras.optimizers.SGD(settings.recipe.lr, momentum=settings.recipe.momentum)
+            optimizer = settings.recipe.build_optimizer()
             if keras.mixed_precision.global_policy().name == "mixed_float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(self.model.trainable_variables)
             self.optimizer = optimizer
         compile_replica = (lambda fn: tf.function(fn, jit_compile=True)) if settings.xla else (lambda fn: fn)
-        self.train_step = tf.function(self._distributed(compile_replica(self._train_replica)))
-        self.eval_step = tf.function(self._distributed(compile_replica(self._eval_replica)))
-
-    def _distributed(self, replica_fn):
-        def step(batch):
-            sums = self.strategy.run(replica_fn, args=batch)
-            return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in sums.items()}
-        return step
+        self.train_step = tf.function(distributed(strategy, compile_replica(self._train_replica)))
+        self.eval_step = tf.function(distributed(strategy, compile_replica(self._eval_replica)))
 
     def _logits(self, images, training):
         outputs = self.model(images, training=training)
@@ -136,6 +126,14 @@ class Loop:
         return averages(totals)
 
 
+def distributed(strategy, replica_fn):
+    """A step running ``replica_fn(*batch) -> {name: sum}`` on every replica, the sums added up."""
+    def step(batch):
+        sums = strategy.run(replica_fn, args=batch)
+        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in sums.items()}
+    return step
+
+
 def batch_sums(labels, scores, per_example_loss):
     """A batch's loss sum and top-1/top-5 hit counts (``scores``: logits or probabilities) and size."""
     labels = tf.cast(labels, tf.int32)
@@ -164,20 +162,8 @@ def input_preprocessing(channels):
 
 
 def _check_out(settings, resume):
-    existing = checkpoints.latest(os.path.join(settings.out, "checkpoints"))
-    if existing and not resume:
-        raise ValueError(f"{settings.out!r} already holds a run (checkpoint {os.path.basename(existing)}); "
-                         "pass --resume to continue it or choose another --out")
-    config_path = os.path.join(settings.out, "config.json")
     config = json.loads(json.dumps(dataclasses.asdict(settings), default=list))
-    if existing and os.path.exists(config_path):
-        with open(config_path, encoding="utf-8") as stream:
-            saved = json.load(stream)
-        if saved != config:
-            changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
-            raise ValueError(f"--resume with other settings than the run's ({', '.join(changed)}); "
-                             "resume with the same ones or start a new --out")
-    return config, existing
+    return config, checkpoints.check_run_dir(settings.out, config, resume)
 
 
 def pretrain(model, dataset, out, *, recipe=None, overrides=None, epochs=None, steps=None, resume=False,

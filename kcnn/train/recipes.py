@@ -14,6 +14,13 @@ recipe lowers it at fixed epochs instead (the comments say which), so runs repea
 
 import dataclasses
 import difflib
+import math
+
+import keras
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("step", "cosine", "poly")
+POLY_POWER = 0.9  # DeepLab's "poly" schedule: lr * (1 - progress) ** 0.9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +37,8 @@ class Recipe:
     weight_decay: float = 0.0
     augment: str = "none"
     warmup: int = 0          # linear warm-up, in ``unit``
+    optimizer: str = "sgd"   # "sgd" (with ``momentum``) or "adam"
+    schedule: str = "step"   # "step" (``boundaries``/``factor``), "cosine" or "poly" (to 0 at the end)
 
     def to_steps(self, value, steps_per_epoch):
         return int(value) if self.unit == "steps" else int(round(value * steps_per_epoch))
@@ -42,8 +51,26 @@ class Recipe:
         warmup = self.to_steps(self.warmup, steps_per_epoch)
         if warmup and step < warmup:
             return self.lr * (step + 1) / warmup
-        drops = sum(step >= self.to_steps(b, steps_per_epoch) for b in self.boundaries)
-        return self.lr * self.factor ** drops
+        if self.schedule == "step":
+            drops = sum(step >= self.to_steps(b, steps_per_epoch) for b in self.boundaries)
+            return self.lr * self.factor ** drops
+        progress = min(1.0, (step - warmup) / max(self.total_steps(steps_per_epoch) - warmup, 1))
+        if self.schedule == "cosine":
+            return self.lr * 0.5 * (1 + math.cos(math.pi * progress))
+        return self.lr * (1 - progress) ** POLY_POWER
+
+    def with_length(self, length, unit):
+        """This recipe trained for ``length`` ``unit``; a schedule counted in the other unit is dropped."""
+        if unit == self.unit:
+            return self.replace(length=length, warmup=min(self.warmup, length - 1))
+        return self.replace(length=length, unit=unit, boundaries=(), warmup=0)
+
+    def build_optimizer(self, learning_rate=None):
+        """A fresh Keras optimizer for this recipe (the loop sets its rate every step)."""
+        learning_rate = self.lr if learning_rate is None else learning_rate
+        if self.optimizer == "adam":
+            return keras.optimizers.Adam(learning_rate)
+        return keras.optimizers.SGD(learning_rate, momentum=self.momentum)
 
     def replace(self, **overrides):
         """A copy with some fields changed; unknown fields and wrong types raise naming the field."""
@@ -60,6 +87,11 @@ class Recipe:
                 raise ValueError(f"recipe field {key!r} must be {expected.__name__}, got {value!r}")
         if overrides.get("unit", self.unit) not in ("epochs", "steps"):
             raise ValueError(f"recipe unit must be 'epochs' or 'steps', got {overrides['unit']!r}")
+        if overrides.get("length", self.length) < 1:
+            raise ValueError(f"training length must be at least 1, got {overrides['length']}")
+        for key, accepted in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+            if overrides.get(key, getattr(self, key)) not in accepted:
+                raise ValueError(f"recipe {key} must be one of {', '.join(accepted)}, got {overrides[key]!r}")
         return dataclasses.replace(self, **overrides)
 
 
@@ -88,10 +120,22 @@ RECIPES = {recipe.name: recipe for recipe in (
     # kcnn's recipe for small offline runs (digits, LeNet): short, translations only.
     Recipe("small", "kcnn", lr=0.05, batch_size=64, length=20, boundaries=(15,), weight_decay=5e-4,
            augment="shift"),
+    # Chen et al. 2017 (DeepLabv3), section 4.1: SGD momentum 0.9, lr 0.007 with the poly schedule,
+    # batch 16, 30k iterations, weight decay 1e-4 (the usual fine-tuning recipe for FCN and U-Net too).
+    Recipe("deeplabv3", "Chen et al. 2017", lr=0.007, batch_size=16, length=30000, unit="steps",
+           weight_decay=1e-4, schedule="poly"),
+    # Lin et al. 2017 (RetinaNet), section 5.1: SGD momentum 0.9, lr 0.01, batch 16, 90k iterations,
+    # lr /10 at 60k and 80k, weight decay 1e-4 (plus Goyal et al.'s linear warm-up, 500 iterations).
+    Recipe("retinanet", "Lin et al. 2017", lr=0.01, batch_size=16, length=90000, unit="steps",
+           boundaries=(60000, 80000), weight_decay=1e-4, warmup=500),
+    # kcnn's recipe for fine-tuning from scratch on the generated `shapes` (2 CPU cores, minutes).
+    Recipe("shapes", "kcnn", lr=2e-3, batch_size=16, length=12, weight_decay=1e-5, warmup=1,
+           optimizer="adam", schedule="cosine"),
 )}
 
 DEFAULT_RECIPE = {"lenet": "small", "alexnet": "alexnet", "vgg": "vgg", "googlenet": "googlenet",
                   "resnet": "resnet_imagenet", "cifar_resnet": "resnet_cifar"}
+FINETUNE_RECIPE = {"segmentation": "deeplabv3", "detection": "retinanet"}  # `shapes` runs: "shapes"
 
 
 def get(name, **overrides):
