@@ -21,6 +21,8 @@ setup(
         "tensorboard>=2.18",  # tf.summary's writer (TF 2.21 no longer pulls it in)
         "pyyaml>=6",
         "matplotlib>=3.8",
+        "pycocotools>=2.0.7",  # COCO mAP of detection fine-tuning
+        "pillow>=10",  # segmentation masks (TF's PNG decoder turns palette masks into RGB)
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5"],

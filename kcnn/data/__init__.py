@@ -15,10 +15,14 @@ import tensorflow as tf
 
 from kcnn.data import augment as augmentations
 from kcnn.data.augment import AUGMENTATIONS
+from kcnn.data.dense import dense_dataset_info, load_detection, load_segmentation
+from kcnn.data.dense_sources import DetectionInfo, SegmentationInfo, skipped_samples
+from kcnn.data.shapes import SHAPES_CLASSES
 from kcnn.data.sources import SPLITS, DatasetInfo, dataset_info, open_source, skipped_images
 
-__all__ = ["AUGMENTATIONS", "DatasetInfo", "dataset_info", "load_classification",
-           "skipped_images"]
+__all__ = ["AUGMENTATIONS", "DatasetInfo", "DetectionInfo", "SHAPES_CLASSES", "SegmentationInfo",
+           "dataset_info", "dense_dataset_info", "load_classification", "load_detection",
+           "load_segmentation", "skipped_images", "skipped_samples"]
 
 
 def load_classification(dataset, split, *, image_size, channels, batch_size, training,

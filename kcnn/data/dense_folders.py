@@ -1,0 +1,224 @@
+"""Segmentation and detection datasets in local folders; the layout is read from the contents.
+
+Masks (segmentation): PATH/<split>/images/*.jpg|*.jpeg|*.png, and for each image
+PATH/<split>/masks/<same stem>.png: one channel (grayscale, or palette indices as in VOC's
+SegmentationClass PNGs), pixel = class id, 0 = background, 255 = ignore. Optional
+PATH/classes.txt names the classes, one per line, background first; without it the masks of
+both splits are read once per process and the classes are 0..(largest label other than 255),
+named "background", "class_1", ...
+
+COCO (detection): PATH/annotations/instances_<split>.json with images in PATH/<split>/ (or, as
+COCO ships, instances_<split>2017.json and PATH/<split>2017/). Categories of both files are
+numbered 0..K-1 in sorted id order; "iscrowd" boxes are dropped; [x, y, w, h] pixel boxes become
+normalised ymin, xmin, ymax, xmax with the width and height the JSON gives for the image.
+
+<split> is train or val. Folders are listed (and COCO files parsed) once per process. A folder
+in neither layout is refused with both described:
+
+>>> folder_kind("/no/such/folder", "detection")
+Traceback (most recent call last):
+ValueError: folder /no/such/folder has no dense dataset layout; expected PATH/<split>/images/...
+"""
+
+import functools
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from kcnn.data.dense_sources import (IGNORE_LABEL, DenseSource, DetectionInfo, SegmentationInfo,
+                                     decode_image, decode_or_skip, sized_like)
+from kcnn.data.sources import SPLITS, _import_optional
+
+FOLDER_LAYOUTS = {
+    "segmentation": "PATH/<split>/images/*.jpg|*.png with PATH/<split>/masks/<stem>.png",
+    "detection": "PATH/annotations/instances_<split>.json with images in PATH/<split>/ (COCO)",
+}
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def folder_kind(root, task):
+    """"segmentation" or "detection", the layout of folder `root`; refuses one that does not
+    match `task`, or matches neither layout."""
+    if _coco_files(root):
+        kind = "detection"
+    elif any(os.path.isdir(os.path.join(root, split, "images")) for split in SPLITS):
+        kind = "segmentation"
+    else:
+        raise ValueError(f"folder {root} has no dense dataset layout; expected "
+                         f"{FOLDER_LAYOUTS['segmentation']} (segmentation) or "
+                         f"{FOLDER_LAYOUTS['detection']} (detection); <split> is train or val")
+    if kind != task:
+        raise ValueError(f"folder {root} is a {kind} dataset ({FOLDER_LAYOUTS[kind]}); "
+                         f"{task} needs {FOLDER_LAYOUTS[task]}")
+    return kind
+
+
+def folder_info(root, task):
+    folder_kind(root, task)
+    return (_mask_listing if task == "segmentation" else _coco_listing)(root)[0]
+
+
+def open_folder(root, task, split):
+    """The DenseSource of `split` of folder `root`."""
+    folder_kind(root, task)
+    if task == "segmentation":
+        return _mask_source(root, split)
+    return _coco_source(root, split)
+
+
+# --- masks ---------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8)
+def _mask_listing(root):
+    """The SegmentationInfo and {split: (image paths, mask paths)} for the splits present."""
+    files = {}
+    for split in SPLITS:
+        image_dir = os.path.join(root, split, "images")
+        if not os.path.isdir(image_dir):
+            continue
+        images = sorted(entry.path for entry in os.scandir(image_dir)
+                        if entry.name.lower().endswith(_IMAGE_SUFFIXES))
+        masks = [os.path.join(root, split, "masks", os.path.splitext(os.path.basename(path))[0]
+                              + ".png") for path in images]
+        for image, mask in zip(images, masks):
+            if not os.path.isfile(mask):
+                raise ValueError(f"image {image} has no mask {mask}; expected "
+                                 f"{FOLDER_LAYOUTS['segmentation']} for every image")
+        files[split] = (images, masks)
+    names_file = os.path.join(root, "classes.txt")
+    if os.path.isfile(names_file):
+        with open(names_file, encoding="utf-8") as lines:
+            class_names = tuple(line.strip() for line in lines if line.strip())
+        if len(class_names) < 2:
+            raise ValueError(f"{names_file} names {len(class_names)} class; expected background "
+                             "first and at least one more, one name per line")
+    else:
+        largest = max((_largest_label(mask) for _, masks in files.values() for mask in masks),
+                      default=0)
+        class_names = ("background",) + tuple(f"class_{i}" for i in range(1, largest + 1))
+    counts = {split: len(files[split][0]) if split in files else 0 for split in SPLITS}
+    return SegmentationInfo(root, len(class_names), class_names, counts), files
+
+
+def _largest_label(path):
+    """The largest label other than IGNORE_LABEL in mask `path` (0 if unreadable: counted later)."""
+    try:
+        labels = np.unique(read_mask(path))
+    except (OSError, ValueError):
+        return 0
+    labels = labels[labels != IGNORE_LABEL]
+    return int(labels.max(initial=0))
+
+
+def read_mask(path):
+    """The class ids uint8 [H, W] of a one-channel (grayscale or palette) PNG mask."""
+    image_module = _import_optional("PIL.Image", "pillow", "reading segmentation masks")
+    with image_module.open(path) as mask:
+        if mask.mode not in ("L", "P", "1"):
+            raise ValueError(f"mask {path} has mode {mask.mode}; expected one channel (L or P)")
+        return np.asarray(mask, dtype=np.uint8)
+
+
+def _mask_source(root, split):
+    info, files = _mask_listing(root)
+    if split not in files:
+        raise ValueError(f"folder {root} has no {split}/images/; expected "
+                         f"{FOLDER_LAYOUTS['segmentation']}")
+    images, masks = files[split]
+    records = tf.data.Dataset.from_tensor_slices({"name": images, "mask_path": masks})
+
+    def example(record):
+        image = decode_image(tf.io.read_file(record["name"]))
+        mask = tf.numpy_function(lambda path: read_mask(path.decode()), [record["mask_path"]],
+                                 tf.uint8, stateful=False)
+        mask = tf.cast(tf.ensure_shape(mask, [None, None]), tf.int32)
+        return {"name": record["name"], "image": image, "mask": sized_like(mask, image)}
+
+    return DenseSource(records, lambda ds: decode_or_skip(ds, example), info, max(len(images), 1))
+
+
+# --- COCO ----------------------------------------------------------------------------------
+
+
+def _coco_files(root):
+    """{split: (annotation file, image folder)} for the splits with a COCO annotation file."""
+    found = {}
+    for split in SPLITS:
+        for name in (split, f"{split}2017"):
+            annotations = os.path.join(root, "annotations", f"instances_{name}.json")
+            if os.path.isfile(annotations):
+                found[split] = (annotations, os.path.join(root, name))
+                break
+    return found
+
+
+@functools.lru_cache(maxsize=4)
+def _coco_listing(root):
+    """The DetectionInfo and {split: (image paths, boxes ragged, classes ragged)}."""
+    files = _coco_files(root)
+    parsed = {}
+    for split, (annotations, _) in files.items():
+        with open(annotations, encoding="utf-8") as file:
+            parsed[split] = json.load(file)
+    categories = {}
+    for content in parsed.values():
+        categories.update((cat["id"], cat["name"]) for cat in content.get("categories", []))
+    ids = sorted(categories)
+    label_of = {category: label for label, category in enumerate(ids)}
+    listing = {split: _coco_split(content, files[split], label_of)
+               for split, content in parsed.items()}
+    counts = {split: len(listing[split][0]) if split in listing else 0 for split in SPLITS}
+    info = DetectionInfo(root, len(ids), tuple(categories[i] for i in ids), counts)
+    return info, listing
+
+
+def _coco_split(content, files, label_of):
+    annotations_file, image_dir = files
+    images = sorted(content.get("images", []), key=lambda image: image["id"])
+    boxes = {image["id"]: [] for image in images}
+    classes = {image["id"]: [] for image in images}
+    sizes = {}
+    for image in images:
+        height, width = image.get("height"), image.get("width")
+        if not height or not width:
+            raise ValueError(f"image {image.get('file_name')!r} in {annotations_file} has no "
+                             "width and height; COCO images need both")
+        sizes[image["id"]] = (height, width)
+    for annotation in content.get("annotations", []):
+        if annotation.get("iscrowd", 0) or annotation.get("image_id") not in sizes:
+            continue
+        height, width = sizes[annotation["image_id"]]
+        x, y, w, h = annotation["bbox"]
+        boxes[annotation["image_id"]].append((y / height, x / width, (y + h) / height,
+                                              (x + w) / width))
+        # An unknown category becomes -1: dropped and counted as "bad box class" when read.
+        classes[annotation["image_id"]].append(label_of.get(annotation.get("category_id"), -1))
+    paths = [os.path.join(image_dir, image["file_name"]) for image in images]
+    lengths = [len(boxes[image["id"]]) for image in images]
+    flat_boxes = np.array([box for image in images for box in boxes[image["id"]]],
+                          np.float32).reshape(-1, 4)
+    flat_classes = np.array([c for image in images for c in classes[image["id"]]], np.int32)
+    return paths, lengths, flat_boxes, flat_classes
+
+
+def _coco_source(root, split):
+    info, listing = _coco_listing(root)
+    if split not in listing:
+        raise ValueError(f"folder {root} has no annotations/instances_{split}.json; expected "
+                         f"{FOLDER_LAYOUTS['detection']}")
+    paths, lengths, flat_boxes, flat_classes = listing[split]
+    records = tf.data.Dataset.from_tensor_slices({
+        "name": tf.constant(paths, tf.string),
+        "boxes": tf.RaggedTensor.from_row_lengths(flat_boxes, lengths),
+        "classes": tf.RaggedTensor.from_row_lengths(flat_classes, lengths),
+    })
+
+    def example(record):
+        record = {key: value.to_tensor() if isinstance(value, tf.RaggedTensor) else value
+                  for key, value in record.items()}
+        return {**record, "image": decode_image(tf.io.read_file(record["name"]))}
+
+    return DenseSource(records, lambda ds: decode_or_skip(ds, example), info, max(len(paths), 1))

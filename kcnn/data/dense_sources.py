@@ -1,0 +1,252 @@
+"""Segmentation and detection sources: the common pieces, shapes and TFDS (folders: dense_folders).
+
+A `DenseSource` holds cheap records to shuffle, a `decode` step turning them into examples, and
+the info. Segmentation examples are {"name": string, "image": uint8 [H, W, 3], "mask": int32
+[H, W]}; detection examples are {"name", "image", "boxes": float32 [k, 4] normalised ymin, xmin,
+ymax, xmax (not yet clipped), "classes": int32 [k]}. Shapes and TFDS infos read no pixels:
+
+>>> info = shapes_info("detection")
+>>> info.class_names, info.num_examples
+(('circle', 'square', 'triangle'), {'train': 2000, 'val': 250})
+
+Splits of the TFDS datasets: oxford_iiit_pet train -> "train" (trainval), val -> "test";
+voc/2007 train -> "train+validation" (trainval), val -> "test" (the VOC07 protocol); voc/2012
+and coco/2017 train -> "train", val -> "validation" (their test splits have no labels).
+"""
+
+import dataclasses
+import logging
+import threading
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from kcnn.data import shapes
+from kcnn.data.sources import SPLITS, _import_optional, _tfds_split_size
+
+TASKS = ("segmentation", "detection")
+IGNORE_LABEL = 255
+SKIP_REASONS = ("unreadable", "bad mask label", "empty box", "bad box class",
+                "box over max_boxes")
+_TFDS_SHUFFLE_BUFFER = 1_000  # encoded images: a COCO-sized buffer would hold ~100 MB
+
+# TFDS name -> (task, {our split: TFDS split}, the boolean object feature whose boxes are dropped)
+TFDS_DATASETS = {
+    "oxford_iiit_pet": ("segmentation", {"train": "train", "val": "test"}, None),
+    "voc/2007": ("detection", {"train": "train+validation", "val": "test"}, "is_difficult"),
+    "voc/2012": ("detection", {"train": "train", "val": "validation"}, "is_difficult"),
+    "coco/2017": ("detection", {"train": "train", "val": "validation"}, "is_crowd"),
+}
+# The Oxford-IIIT Pet trimap: 1 pet, 2 background, 3 border (unclassified): ignored.
+_PET_CLASSES = ("background", "pet")
+_PET_TRIMAP = {1: 1, 2: 0, 3: IGNORE_LABEL}
+
+_log = logging.getLogger(__name__)
+_skipped_lock = threading.Lock()
+_skipped = dict.fromkeys(SKIP_REASONS, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentationInfo:
+    """What a training run needs to know about a segmentation dataset."""
+
+    name: str  # "shapes", the TFDS name, or the folder path
+    num_classes: int  # background (class 0) included
+    class_names: tuple
+    num_examples: dict  # "train"/"val" -> count (folders: files found, unreadable included)
+    ignore_label: int = IGNORE_LABEL  # mask value that no loss or metric counts
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionInfo:
+    """What a training run needs to know about a detection dataset (no background class)."""
+
+    name: str
+    num_classes: int
+    class_names: tuple
+    num_examples: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseSource:
+    """One split of a dataset, before shuffling, decoding and transforming."""
+
+    records: tf.data.Dataset
+    decode: Callable[[tf.data.Dataset], tf.data.Dataset]
+    info: object  # SegmentationInfo or DetectionInfo
+    shuffle_buffer: int
+
+
+def skipped_samples():
+    """{reason: count} skipped since the process started, each time a sample is read:
+    "unreadable" (image or mask, or a mask of another size than its image), "bad mask label"
+    (a value neither < num_classes nor 255) count samples; "empty box" (no area once clipped to
+    the image), "bad box class" and "box over max_boxes" count boxes."""
+    with _skipped_lock:
+        return dict(_skipped)
+
+
+def count_skip(reason, name, number=1):
+    """A graph op that adds `number` to skipped_samples()[reason], logs `name`, returns False."""
+    flag = tf.numpy_function(_count_eagerly, [reason, name, tf.cast(number, tf.int64)], tf.bool,
+                             stateful=True)
+    return tf.ensure_shape(flag, [])
+
+
+def _count_eagerly(reason, name, number):
+    reason = reason.decode()
+    with _skipped_lock:
+        _skipped[reason] += int(number)
+    _log.warning("kcnn.data: skipped %d (%s) in %s", number, reason,
+                 name.decode(errors="replace"))
+    return np.bool_(False)
+
+
+# --- shapes --------------------------------------------------------------------------------
+
+
+def shapes_info(task):
+    if task == "segmentation":
+        return SegmentationInfo("shapes", len(shapes.SHAPES_CLASSES) + 1,
+                                ("background",) + shapes.SHAPES_CLASSES, dict(shapes.SPLIT_SIZES))
+    return DetectionInfo("shapes", len(shapes.SHAPES_CLASSES), shapes.SHAPES_CLASSES,
+                         dict(shapes.SPLIT_SIZES))
+
+
+def open_shapes(task, split):
+    images, masks, boxes, classes, counts = shapes.generate_padded(split)
+    size = images.shape[1]
+    index = np.arange(len(images))
+    if task == "segmentation":
+        records = tf.data.Dataset.from_tensor_slices((index, images, masks))
+
+        def example(i, image, mask):
+            return {"name": _shapes_name(split, i), "image": image, "mask": tf.cast(mask, tf.int32)}
+    else:
+        records = tf.data.Dataset.from_tensor_slices((index, images, boxes / size, classes, counts))
+
+        def example(i, image, box, label, count):
+            return {"name": _shapes_name(split, i), "image": image, "boxes": box[:count],
+                    "classes": label[:count]}
+
+    def decode(ds):
+        return ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    return DenseSource(records, decode, shapes_info(task), len(images))
+
+
+def _shapes_name(split, index):
+    return tf.strings.join([f"shapes/{split}/", tf.strings.as_string(index)])
+
+
+# --- TensorFlow Datasets -------------------------------------------------------------------
+
+
+def tfds_info(name, task, *, data_dir=None, manual_dir=None, download=False):
+    """The info of TFDS dataset `name` (a key of TFDS_DATASETS) for `task`."""
+    return _tfds_info(_tfds_builder(name, data_dir, manual_dir, download), name, task)
+
+
+def open_tfds(name, task, split, *, training, seed, data_dir=None, manual_dir=None,
+              download=False):
+    """The DenseSource of `split` of TFDS dataset `name` (a key of TFDS_DATASETS)."""
+    builder = _tfds_builder(name, data_dir, manual_dir, download)
+    return _tfds_source(builder, name, task, split, training=training, seed=seed)
+
+
+def _tfds_builder(name, data_dir, manual_dir, download):
+    """A prepared TFDS builder; fails fast, without touching the network, unless asked to.
+
+    Like kcnn.data.sources._tfds_builder, which insists on classification features.
+    """
+    tfds = _import_optional("tensorflow_datasets", "tensorflow-datasets", f"TFDS dataset {name!r}")
+    builder = tfds.builder(name, data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    if manual_dir is not None:
+        raise ValueError(f"TFDS dataset {name!r} has no manual download; "
+                         "use --download (needs internet) instead of --manual-dir")
+    if not download:
+        raise ValueError(
+            f"TFDS dataset {name!r} is not prepared in {builder.data_dir}; prepare it with "
+            "--download (download=True, needs internet) or point --data-dir (data_dir=DIR) at a "
+            "folder where it is prepared (--manual-dir is for manual downloads only)")
+    builder.download_and_prepare()
+    return builder
+
+
+def _tfds_info(builder, name, task):
+    splits = TFDS_DATASETS[name][1]
+    counts = {split: _tfds_split_size(builder, splits[split]) for split in SPLITS}
+    if task == "segmentation":
+        return SegmentationInfo(name, len(_PET_CLASSES), _PET_CLASSES, counts)
+    names = tuple(builder.info.features["objects"]["label"].names)
+    return DetectionInfo(name, len(names), names, counts)
+
+
+def _tfds_source(builder, name, task, split, *, training, seed):
+    tfds = _import_optional("tensorflow_datasets", "tensorflow-datasets", name)
+    info = _tfds_info(builder, name, task)
+    _, splits, dropped = TFDS_DATASETS[name]
+    examples = builder.as_dataset(split=splits[split], shuffle_files=training,
+                                  decoders={"image": tfds.decode.SkipDecoding()},
+                                  read_config=tfds.ReadConfig(shuffle_seed=seed))
+    if task == "segmentation":
+        records = examples.map(lambda ex: {"name": ex["file_name"], "encoded": ex["image"],
+                                           "mask": ex["segmentation_mask"]})
+        table = np.full(256, -1, np.int32)  # other trimap values: a bad mask label
+        for value, label in _PET_TRIMAP.items():
+            table[value] = label
+
+        def example(record):
+            image = decode_image(record["encoded"])
+            mask = tf.gather(table, tf.cast(record["mask"][..., 0], tf.int32))
+            return {"name": record["name"], "image": image, "mask": sized_like(mask, image)}
+    else:
+        def keep(ex):
+            objects = ex["objects"]
+            kept = tf.logical_not(objects[dropped])
+            return {"name": ex["image/filename"], "encoded": ex["image"],
+                    "boxes": tf.boolean_mask(objects["bbox"], kept),
+                    "classes": tf.cast(tf.boolean_mask(objects["label"], kept), tf.int32)}
+
+        records = examples.map(keep)
+
+        def example(record):
+            return {"name": record["name"], "image": decode_image(record["encoded"]),
+                    "boxes": record["boxes"], "classes": record["classes"]}
+
+    buffer = max(1, min(info.num_examples[split], _TFDS_SHUFFLE_BUFFER))
+    return DenseSource(records, lambda ds: decode_or_skip(ds, example), info, buffer)
+
+
+# --- decoding ------------------------------------------------------------------------------
+
+
+def decode_image(encoded):
+    """uint8 [H, W, 3] from JPEG/PNG/BMP/GIF bytes; grayscale becomes RGB."""
+    return tf.io.decode_image(encoded, channels=3, expand_animations=False)
+
+
+def sized_like(mask, image):
+    """`mask`, failing (so that decode_or_skip skips the sample) unless it has image's size."""
+    same_size = tf.debugging.assert_equal(tf.shape(mask), tf.shape(image)[:2],
+                                          message="mask size differs from its image")
+    with tf.control_dependencies([same_size]):
+        return tf.identity(mask)
+
+
+def decode_or_skip(records, decode):
+    """records mapped by `decode` (record dict with a "name" -> example), with the records
+    whose decoding fails skipped and counted as "unreadable", never fatal."""
+
+    def one(record):
+        decoded = tf.data.Dataset.from_tensors(record).map(decode).ignore_errors()
+        # Reached only when `decoded` is empty: count the record and yield nothing (the filter
+        # is always False, so `decode` never runs on this branch).
+        failed = (tf.data.Dataset.from_tensors(record)
+                  .filter(lambda r: count_skip("unreadable", r["name"])).map(decode))
+        return decoded.concatenate(failed).take(1)
+
+    return records.interleave(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
