@@ -128,6 +128,9 @@ def _file_settings(spec, weights, options, include_top, classes):
     if metadata is None:
         return None
     label = f"weights file {os.path.basename(os.fspath(weights))!r}"
+    if metadata.get("task", "classification") != "classification":
+        raise ValueError(f"{label} holds a fine-tuned {metadata['task']} model on a {metadata['architecture']} "
+                         "backbone; rebuild it with kcnn.tasks.load_task_model(path)")
     if metadata["architecture"] != spec.name:
         raise ValueError(f"{label} holds {metadata['architecture']} weights, not {spec.name}; "
                          f"build({metadata['architecture']!r}, weights=...) instead")
