@@ -2,6 +2,7 @@
 
 import click
 
+from kcnn.cli.finetune import finetune_command
 from kcnn.cli.train import bench_command, degradation_command, evaluate_command, pretrain_command, recipes
 from kcnn.cli.weights import weights
 from kcnn.cli.zoo import models, profile
@@ -17,6 +18,7 @@ main.add_command(models)
 main.add_command(profile)
 main.add_command(weights)
 main.add_command(pretrain_command, name="pretrain")
+main.add_command(finetune_command)
 main.add_command(recipes)
 main.add_command(evaluate_command)
 main.add_command(degradation_command)

@@ -9,6 +9,7 @@ from kcnn.cli.options import echo_table, parse_options, parse_shape, user_errors
 from kcnn.train import RECIPES, TrainingStopped, pretrain
 from kcnn.train.bench import MODES, SOURCES, bench
 from kcnn.train.degradation import CIFAR_DEPTHS, degradation
+from kcnn.train.dense_evaluate import evaluate_task, task_weights
 from kcnn.train.evaluate import evaluate
 from kcnn.train.hardware import PRECISIONS, STRATEGIES
 
@@ -20,12 +21,20 @@ def recipes(as_json):
     if as_json:
         click.echo(json.dumps({name: recipe.__dict__ for name, recipe in RECIPES.items()}, indent=2))
         return
-    header = ("recipe", "paper", "lr", "batch", "length", "lr x factor at", "weight decay", "augment")
+    header = ("recipe", "paper", "optimizer", "lr", "batch", "length", "schedule", "weight decay", "augment")
     echo_table(header, [
-        (r.name, r.paper, f"{r.lr:g}", str(r.batch_size), f"{r.length} {r.unit}",
-         f"x{r.factor:g} at {','.join(map(str, r.boundaries[:4]))}{'...' if len(r.boundaries) > 4 else ''}"
-         if r.boundaries else "-", f"{r.weight_decay:g}", r.augment)
+        (r.name, r.paper, r.optimizer, f"{r.lr:g}", str(r.batch_size), f"{r.length} {r.unit}", _schedule(r),
+         f"{r.weight_decay:g}", r.augment)
         for r in RECIPES.values()])
+
+
+def _schedule(recipe):
+    if recipe.schedule != "step":
+        return recipe.schedule
+    if not recipe.boundaries:
+        return "constant"
+    more = "..." if len(recipe.boundaries) > 4 else ""
+    return f"x{recipe.factor:g} at {','.join(map(str, recipe.boundaries[:4]))}{more}"
 
 
 def _recipe_file(ctx, param, value):
@@ -84,23 +93,32 @@ def pretrain_command(model, dataset, out, recipe, recipe_file, overrides, epochs
 
 @click.command("evaluate")
 @click.argument("source", type=click.Path(exists=True))
-@click.option("--dataset", required=True, help="digits, a TFDS name or a folder (as for pretrain).")
+@click.option("--dataset", required=True, help="As for pretrain or finetune (digits, shapes, a TFDS name, a folder).")
 @click.option("--split", type=click.Choice(["train", "val"]), default="val", show_default=True)
-@click.option("--ten-crop", is_flag=True, help="AlexNet's 10-crop test: corners + center, mirrored, averaged.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--ten-crop", is_flag=True, help="Classifiers: AlexNet's 10-crop test (corners + center, mirrored).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--data-dir", help="TFDS data directory.")
 @click.option("--manual-dir", help="TFDS manual directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def evaluate_command(source, dataset, split, ten_crop, batch_size, data_dir, manual_dir, as_json):
-    """Top-1/top-5 of SOURCE (a pretrain run directory or a kcnn weights file) on a dataset split."""
+    """Metrics of SOURCE (a pretrain or finetune run directory, or a kcnn weights file) on a dataset split:
+    top-1/top-5 for classifiers, mean IoU for segmenters, COCO mAP for detectors."""
     with user_errors():
-        result = evaluate(source, dataset, split=split, ten_crop=ten_crop, batch_size=batch_size,
-                          data_dir=data_dir, manual_dir=manual_dir)
+        if task_weights(source):
+            if ten_crop:
+                raise ValueError("--ten-crop is for classifiers; SOURCE holds a fine-tuned task model")
+            result = evaluate_task(source, dataset, split=split, batch_size=batch_size, data_dir=data_dir,
+                                   manual_dir=manual_dir)
+        else:
+            result = evaluate(source, dataset, split=split, ten_crop=ten_crop, batch_size=batch_size,
+                              data_dir=data_dir, manual_dir=manual_dir)
     if as_json:
         click.echo(json.dumps(result))
-        return
-    click.echo(f"{split}: top-1 {result['top1']:.2f}%, top-5 {result['top5']:.2f}%, loss {result['loss']:.4f} "
-               f"({result['count']} images{', 10 crops' if ten_crop else ''})")
+    elif "task" in result:
+        click.echo(f"{split}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)))
+    else:
+        click.echo(f"{split}: top-1 {result['top1']:.2f}%, top-5 {result['top5']:.2f}%, loss {result['loss']:.4f} "
+                   f"({result['count']} images{', 10 crops' if ten_crop else ''})")
 
 
 def _depths(ctx, param, value):

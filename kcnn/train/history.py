@@ -68,3 +68,19 @@ def plot(run_dir, rows, path="curves.png"):
         axis.legend()
     figure.tight_layout()
     return save_figure(figure, os.path.join(run_dir, path))
+
+
+def plot_dense(run_dir, rows, metric, path="curves.png"):
+    """Fine-tuning curves (loss, train and val; the validation ``metric``) as a PNG; returns its path."""
+    epochs = [row["epoch"] for row in rows]
+    figure, (loss_axis, metric_axis) = pyplot().subplots(1, 2, figsize=(10, 4))
+    loss_axis.plot(epochs, [row["loss"] for row in rows], label="train")
+    loss_axis.plot(epochs, [row["val_loss"] for row in rows], label="val")
+    loss_axis.set(xlabel="epoch", ylabel="loss", title="loss")
+    metric_axis.plot(epochs, [row[f"val_{metric}"] for row in rows], label="val")
+    metric_axis.set(xlabel="epoch", ylabel=metric, title=f"validation {metric}")
+    for axis in (loss_axis, metric_axis):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    return save_figure(figure, os.path.join(run_dir, path))

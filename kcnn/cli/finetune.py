@@ -1,0 +1,85 @@
+"""``kcnn finetune``: a zoo model as the backbone of a segmenter or detector, trained on a dense dataset."""
+
+import click
+
+from kcnn.cli.options import parse_options, user_errors
+from kcnn.tasks import TASKS
+from kcnn.train import TrainingStopped
+from kcnn.train.finetune import finetune
+from kcnn.train.hardware import PRECISIONS, STRATEGIES
+
+
+def parse_size(ctx, param, value):
+    """'128' or '96,128' -> (H, W)."""
+    if value is None:
+        return None
+    try:
+        size = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        size = ()
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) < 1:
+        raise click.BadParameter(f"expected SIZE or H,W as positive integers (e.g. 128 or 96,128), got {value!r}")
+    return size
+
+
+HEADS = sorted({head for heads in TASKS.values() for head in heads})
+
+
+@click.command("finetune")
+@click.option("--backbone", required=True, help="Any zoo model (kcnn models).")
+@click.option("--task", required=True, type=click.Choice(sorted(TASKS)))
+@click.option("--head", help=f"The task's head ({'; '.join(f'{t}: ' + ', '.join(h) for t, h in TASKS.items())}); "
+                             "default: fcn / retinanet.")
+@click.option("--dataset", default="shapes", show_default=True,
+              help="shapes (generated, offline), a TFDS name (oxford_iiit_pet, voc/2007, voc/2012, coco/2017) "
+                   "or a folder (masks layout or COCO layout).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="The run directory.")
+@click.option("--weights", type=click.Path(exists=True),
+              help="Backbone initialisation: a kcnn weights file (kcnn weights import) or a kcnn pretrain run.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Train this many epochs (replaces the recipe's length).")
+@click.option("--steps", type=click.IntRange(min=1), help="Train this many steps (replaces the recipe's length).")
+@click.option("--freeze-backbone-epochs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Train only the head for this many epochs, then everything.")
+@click.option("--freeze-bn/--train-bn", default=None,
+              help="Keep the backbone's BatchNorm statistics and scales fixed (default: when --weights is given).")
+@click.option("--backbone-lr-factor", type=click.FloatRange(min=0),
+              help="Backbone learning rate / head learning rate (default: 0.1 with --weights, else 1).")
+@click.option("--image-size", callback=parse_size, help="SIZE or H,W of the network input (default: 96 for "
+                                                        "shapes, else 512).")
+@click.option("--recipe", help="A recipe (kcnn recipes); default: shapes on shapes, else deeplabv3 / retinanet.")
+@click.option("--set", "overrides", multiple=True, callback=parse_options,
+              help="Override one recipe field, KEY=VALUE (repeatable), e.g. --set lr=0.01.")
+@click.option("--head-option", "head_options", multiple=True, callback=parse_options,
+              help="A head option KEY=VALUE (repeatable), e.g. width=128, fcn_skips=1, head_depth=2 "
+                   "(shapes defaults: width=64; fpn_width=64, head_width=64, head_depth=2).")
+@click.option("--option", "-o", "backbone_options", multiple=True, callback=parse_options,
+              help="A backbone variant option KEY=VALUE (repeatable), e.g. output_stride=16 (ResNets).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="auto", show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its newest checkpoint.")
+@click.option("--data-dir", help="TFDS data directory.")
+@click.option("--manual-dir", help="TFDS manual directory.")
+@click.option("--download", is_flag=True, help="Let TFDS download the dataset (needs internet).")
+def finetune_command(backbone, task, head, dataset, out, weights, epochs, steps, freeze_backbone_epochs, freeze_bn,
+                     backbone_lr_factor, image_size, recipe, overrides, head_options, backbone_options, precision,
+                     strategy, checkpoint_every, seed, resume, data_dir, manual_dir, download):
+    """Fine-tunes BACKBONE with a segmentation or detection head into the run directory OUT (resumable)."""
+    with user_errors():
+        try:
+            rows = finetune(backbone, task, dataset, out, head=head, recipe=recipe, overrides=overrides,
+                            epochs=epochs, steps=steps, resume=resume, weights=weights, image_size=image_size,
+                            freeze_backbone_epochs=freeze_backbone_epochs, freeze_bn=freeze_bn,
+                            backbone_lr_factor=backbone_lr_factor, backbone_options=backbone_options,
+                            head_options=head_options, precision=precision, strategy=strategy,
+                            checkpoint_every=checkpoint_every, seed=seed, data_dir=data_dir,
+                            manual_dir=manual_dir, download=download)
+        except TrainingStopped as error:
+            raise ValueError(str(error)) from None
+    if rows:
+        last = rows[-1]
+        shown = ", ".join(f"{k[4:]} {v:.4f}" for k, v in last.items() if k.startswith("val_"))
+        click.echo(f"done: {last['step']} steps; val {shown}; run in {out}")

@@ -1,0 +1,44 @@
+"""``evaluate_task``: the metrics of a fine-tuned segmenter or detector on a dataset split, recomputed."""
+
+import os
+
+import tensorflow as tf
+
+from kcnn import data
+from kcnn.tasks import load_task_model
+from kcnn.train.dense_tasks import TASKS
+from kcnn.weights import read_metadata
+
+
+def task_weights(source):
+    """The weights file of ``source`` (a ``kcnn finetune`` run directory or its model.weights.h5), or ``None``
+    when ``source`` holds no task model (a classifier)."""
+    source = os.fspath(source)
+    path = os.path.join(source, "model.weights.h5") if os.path.isdir(source) else source
+    if not os.path.isfile(path):
+        return None
+    metadata = read_metadata(path)
+    return path if metadata is not None and metadata.get("task") in TASKS else None
+
+
+def evaluate_task(source, dataset, *, split="val", batch_size=16, data_dir=None, manual_dir=None):
+    """The task's metrics (and mean loss) of the model in ``source`` on ``dataset``'s ``split``."""
+    path = task_weights(source)
+    if path is None:
+        raise ValueError(f"{os.fspath(source)!r} is not a `kcnn finetune` run or its model.weights.h5")
+    model = load_task_model(path)
+    metadata = model.task_metadata
+    info = data.dense_dataset_info(dataset, metadata["task"], data_dir=data_dir, manual_dir=manual_dir)
+    if info.num_classes != metadata["classes"]:
+        raise ValueError(f"{dataset!r} has {info.num_classes} classes, the model {metadata['classes']}")
+    height, width, channels = metadata["input_shape"]
+    task = TASKS[metadata["task"]](info, dataset=dataset, image_size=(height, width), channels=channels,
+                                   preprocessing=model.preprocessing, data_dir=data_dir, manual_dir=manual_dir)
+    task.attach(model)
+
+    @tf.function
+    def predict(images):
+        return model(task.model_input(images), training=False)
+
+    pipeline = task.pipeline(split, training=False, seed=0, batch_size=batch_size)
+    return {"task": metadata["task"], "split": split, **task.validate(predict, pipeline)}
