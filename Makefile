@@ -10,9 +10,12 @@ $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
+# the main job: a zoo backbone fine-tuned for segmentation on the generated shapes (offline, CPU);
+# --resume makes a second `make demo` (or one after an interruption) continue the same run
 demo: $(STAMP)
-	$(VENV)/bin/kcnn models --family resnet
-	$(VENV)/bin/kcnn profile inception_v1
+	$(VENV)/bin/kcnn finetune --backbone resnet18 --task segmentation --head unet --dataset shapes \
+		--epochs 8 --out runs/demo-segmentation --resume
+	$(VENV)/bin/kcnn evaluate runs/demo-segmentation --dataset shapes
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -n 2 --durations=15
