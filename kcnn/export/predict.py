@@ -1,0 +1,72 @@
+"""Querying an exported SavedModel the way TF Serving does: its ``serving_default`` signature on file bytes."""
+
+import os
+import re
+
+import numpy as np
+import tensorflow as tf
+
+from kcnn.export import next_version
+
+
+def version_dir(model_dir):
+    """``model_dir`` itself when it holds a SavedModel, else its newest integer version."""
+    model_dir = os.fspath(model_dir)
+    if os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
+        return model_dir
+    newest = next_version(model_dir) - 1
+    if newest < 1:
+        raise ValueError(f"{model_dir!r} holds no SavedModel and no version directory with one")
+    return os.path.join(model_dir, str(newest))
+
+
+def predict(model_dir, paths):
+    """The ``serving_default`` outputs for the image files ``paths``, as plain Python lists."""
+    loaded = tf.saved_model.load(version_dir(model_dir))
+    data = []
+    for path in paths:
+        with open(path, "rb") as stream:
+            data.append(stream.read())
+    try:
+        outputs = loaded.signatures["serving_default"](image_bytes=tf.constant(data))
+    except tf.errors.InvalidArgumentError as error:
+        raise ValueError(signature_error(error.message)) from None
+    return {key: _plain(value.numpy()) for key, value in outputs.items()}
+
+
+def signature_error(message):
+    """The signature's own words out of TensorFlow's error text (its assertion), else the first line."""
+    found = re.search(r"assertion failed: \[(.*?)\]", message) or re.search(r"(empty batch[^\n]*)", message)
+    return found.group(1) if found else message.strip().splitlines()[0]
+
+
+def _plain(value):
+    """Numpy outputs -> JSON-ready lists (strings decoded)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if value.dtype == object:
+        return [_plain(item) for item in value]
+    return value.tolist()
+
+
+def summary(outputs, paths):
+    """One readable line per image."""
+    lines = []
+    for index, path in enumerate(paths):
+        name = os.path.basename(path)
+        if "labels" in outputs:
+            best = ", ".join(f"{label} {score:.3f}" for label, score in
+                             zip(outputs["labels"][index], outputs["scores"][index]))
+            lines.append(f"{name}: {best}")
+        elif "segmentation_mask" in outputs:
+            height, width = outputs["image_size"][index]
+            mask = np.asarray(outputs["segmentation_mask"][index])[:height, :width]
+            ids, counts = np.unique(mask, return_counts=True)
+            shares = ", ".join(f"class {i}: {100 * c / mask.size:.1f}%" for i, c in zip(ids, counts))
+            lines.append(f"{name}: {width}x{height} mask; {shares}")
+        else:
+            count = outputs["num_detections"][index]
+            found = ", ".join(f"{label} {score:.2f}" for label, score in
+                              zip(outputs["detection_labels"][index][:count], outputs["detection_scores"][index][:count]))
+            lines.append(f"{name}: {count} detections{': ' + found if found else ''}")
+    return lines
