@@ -33,6 +33,17 @@ def conv(x, filters, kernel, *, strides=1, padding=None, dilation=1, groups=1,
     )(x)
 
 
+def scaled_widths(widths, multiplier):
+    """``widths`` times ``multiplier`` (rounded, at least 1): the width knob of a search space.
+
+    >>> scaled_widths((16, 32, 64), 1.5)
+    (24, 48, 96)
+    """
+    if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or multiplier <= 0:
+        raise ValueError(f"width_multiplier must be a positive number, got {multiplier!r}")
+    return tuple(max(1, round(width * multiplier)) for width in widths)
+
+
 def batch_norm(x, *, epsilon=1e-5, name):
     """BatchNormalization over channels with PyTorch's default epsilon and momentum (0.1 there = 0.9 here)."""
     return layers.BatchNormalization(axis=-1, epsilon=epsilon, momentum=0.9, name=name)(x)

@@ -17,7 +17,7 @@ CIFAR nets have 6n+2 layers, widths 16/32/64 and option A by default.
 (None, 8, 8, 2048)
 """
 
-from kcnn.layers import SHORTCUTS, conv_bn_act, max_pool, residual_block
+from kcnn.layers import SHORTCUTS, conv_bn_act, max_pool, residual_block, scaled_widths
 from kcnn.models.heads import pooled_classifier, without_top
 
 IMAGENET_STAGES = {
@@ -79,13 +79,15 @@ def build_resnet(inputs, *, include_top, pooling, classes, classifier_activation
 
 
 def build_cifar_resnet(inputs, *, include_top, pooling, classes, classifier_activation, depth,
-                       plain=False, shortcut=None):
-    """CIFAR ResNet-(6n+2): 3x3 conv 16, three stages of n basic blocks at 32/16/8 pixels."""
+                       plain=False, shortcut=None, width_multiplier=1.0):
+    """CIFAR ResNet-(6n+2): 3x3 conv 16, three stages of n basic blocks at 32/16/8 pixels;
+    ``width_multiplier`` scales the widths 16/32/64."""
     if (depth - 2) % 6 or depth < 8:
         raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {depth}")
     shortcut = _resolve_shortcut(shortcut, plain, default="A")
-    x = conv_bn_act(inputs, CIFAR_WIDTHS[0], 3, name="conv1")
-    x = _stages(x, "basic", ((depth - 2) // 6,) * 3, CIFAR_WIDTHS, shortcut=shortcut,
+    widths = scaled_widths(CIFAR_WIDTHS, width_multiplier)
+    x = conv_bn_act(inputs, widths[0], 3, name="conv1")
+    x = _stages(x, "basic", ((depth - 2) // 6,) * 3, widths, shortcut=shortcut,
                 stride_in_3x3=True, first_stage=2)
     if not include_top:
         return without_top(x, pooling)

@@ -11,7 +11,7 @@ the convolution bias, like torchvision's ``vgg*_bn``.
 
 from keras import layers
 
-from kcnn.layers import batch_norm, conv
+from kcnn.layers import batch_norm, conv, scaled_widths
 from kcnn.models.heads import dense_classifier, without_top
 
 VGG_BLOCKS = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
@@ -19,10 +19,12 @@ VGG_WIDTHS = (64, 128, 256, 512, 512)
 
 
 def build_vgg(inputs, *, include_top, pooling, classes, classifier_activation, depth,
-              bn=False, dropout=0.5, fc_units=(4096, 4096)):
-    """Five blocks of 3x3 convolutions, each closed by a 2x2/2 max pool."""
+              bn=False, dropout=0.5, fc_units=(4096, 4096), width_multiplier=1.0):
+    """Five blocks of 3x3 convolutions, each closed by a 2x2/2 max pool; ``width_multiplier`` scales
+    the convolutions' widths (64..512)."""
     x = inputs
-    for block, (convs, width) in enumerate(zip(VGG_BLOCKS[depth], VGG_WIDTHS), start=1):
+    widths = scaled_widths(VGG_WIDTHS, width_multiplier)
+    for block, (convs, width) in enumerate(zip(VGG_BLOCKS[depth], widths), start=1):
         for i in range(1, convs + 1):
             name = f"block{block}_conv{i}"
             if bn:
