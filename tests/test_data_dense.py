@@ -396,19 +396,27 @@ def test_mask_folder_reads_labels_and_skips_bad_samples(mask_folder):
 
 
 def test_mask_folder_training_keeps_image_and_mask_aligned(mask_folder):
+    """Every pair of a few seeds and epochs: away from block edges (which bilinear resizing
+    blurs) the red channel is the label's. A pixel is away from them when its 8 neighbours
+    share its label; those of the crop's border pixels are not all in the crop (the one past
+    it, which the bilinear resize of the image blends in, may be another block), so the border
+    never counts. Which scales and crops a seed draws depends on the global TF seed too."""
     root, _ = mask_folder
-    ds, _ = load_segmentation(root, "train", image_size=(32, 40), batch_size=5, training=True,
-                              seed=4)
-    images, masks = next(iter(ds))
-    images, masks = images.numpy(), masks.numpy()
-    # Away from block edges (which bilinear resizing blurs) the red channel is the label's.
-    padded = np.pad(masks, [(0, 0), (1, 1), (1, 1)], mode="edge")
-    interior = np.all([padded[:, 1 + dy:33 + dy, 1 + dx:41 + dx] == masks
-                       for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0) & (masks != 255)
-    assert interior.mean() > 0.3
-    assert np.all(np.abs(images[..., 0] - red_of(masks))[interior] < 1)
-    assert not np.all(np.abs(images[..., 0] - red_of(masks[:, :, ::-1]))[interior] < 1)
-    assert masks.shape == (5, 32, 40) and set(np.unique(masks)) <= {0, 1, 2, 255}
+    for seed in (4, 5, 6):
+        ds, _ = load_segmentation(root, "train", image_size=(32, 40), batch_size=5,
+                                  training=True, seed=seed)
+        for _ in range(2):  # epochs
+            (images, masks), = all_batches(ds)
+            assert masks.shape == (5, 32, 40) and set(np.unique(masks)) <= {0, 1, 2, 255}
+            padded = np.pad(masks, [(0, 0), (1, 1), (1, 1)], constant_values=-1)
+            interior = np.all([padded[:, 1 + dy:33 + dy, 1 + dx:41 + dx] == masks
+                               for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+            interior &= masks != 255
+            assert interior.mean() > 0.25  # border excluded: >= 0.32 in 150 draws
+            red = images[..., 0]
+            assert np.all(np.abs(red - red_of(masks))[interior] < 1)
+            assert not np.all(np.abs(red - red_of(masks[:, :, ::-1]))[interior] < 1)  # flips show
+            assert not np.all(np.abs(red - red_of(np.roll(masks, 1, axis=0)))[interior] < 1)
 
 
 def test_mask_folder_without_classes_txt_counts_labels(mask_folder):

@@ -3,7 +3,9 @@
 Images are float32 [B, H, W, 3] with pixel values in [0, 255] (grayscale repeated to RGB) at
 exactly image_size; masks int32 [B, H, W] class ids (255 = ignore); detection targets are boxes
 normalised ymin, xmin, ymax, xmax zero-padded to max_boxes, classes padded with -1, and the
-count of real boxes. Training pipelines shuffle and augment with `seed`: same seed, same batches.
+count of real boxes. Training pipelines shuffle and augment with `seed`: same seed, same batches
+whatever the load; like every seeded TF op they also depend on the global TF seed
+(keras.utils.set_random_seed), so set that too, or leave it unset, to repeat a run.
 
 >>> ds, info = load_segmentation("shapes", "val", image_size=(64, 64), batch_size=8,
 ...                              training=False)
