@@ -14,7 +14,8 @@ def run(*args):
 def test_help_lists_every_command():
     result = run("--help")
     assert result.exit_code == 0
-    for command in ("models", "profile", "weights", "pretrain", "recipes", "evaluate"):
+    for command in ("models", "profile", "weights", "pretrain", "recipes", "evaluate", "degradation", "bench",
+                    "finetune", "export", "predict", "tune"):
         assert command in result.output
 
 

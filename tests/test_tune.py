@@ -3,6 +3,7 @@ training, a Hyperband search on real digits that beats the untuned default, resu
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import kcnn
 from kcnn.cli import main
 from kcnn.export import export
 from kcnn.train import pretrain
-from kcnn.tune.search import tune
+from kcnn.tune.search import ZooTuner, tune
 from kcnn.tune.space import load
 
 LENET_SPACE = """
@@ -68,12 +69,20 @@ def test_bad_space_files_name_what_is_wrong(text, message, tmp_path):
         load(path)
 
 
-def test_out_of_budget_points_are_skipped_not_failed_and_the_best_run_exports(lenet_space, tmp_path):
+def _rss_mib():
+    return int(re.search(r"VmRSS:\s+(\d+)", open("/proc/self/status").read()).group(1)) / 1024
+
+
+def test_out_of_budget_points_are_skipped_not_failed_and_the_best_run_exports(lenet_space, tmp_path, monkeypatch):
     with_table = kcnn.profile("lenet5", connection_table=True).params
     assert kcnn.profile("lenet5", connection_table=False).params > with_table
-    rows = tune(lenet_space, "digits", tmp_path / "search", tuner="random", max_trials=4, max_epochs=1,
+    rss, on_trial_end = [], ZooTuner.on_trial_end
+    monkeypatch.setattr(ZooTuner, "on_trial_end", lambda self, trial: (on_trial_end(self, trial),
+                                                                       rss.append(_rss_mib())))
+    rows = tune(lenet_space, "digits", tmp_path / "search", tuner="random", max_trials=5, max_epochs=1,
                 max_params=with_table, precision="fp32")
-    assert len(rows) == 4 and all(row["status"] == "COMPLETED" and row["score"] > 0 for row in rows)
+    assert len(rss) == 5 and rss[-1] - rss[0] < 8, rss  # trials run in processes of their own
+    assert len(rows) == 5 and all(row["status"] == "COMPLETED" and row["score"] > 0 for row in rows)
     assert all(row["connection_table"] is True and row["params"] <= with_table for row in rows)
     skipped = json.loads((tmp_path / "search" / "skipped.json").read_text())
     assert skipped and all(point["values"]["connection_table"] is False for point in skipped)

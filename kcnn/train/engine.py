@@ -274,6 +274,7 @@ def _train(settings, loop, info, shape, steps_per_epoch, total_steps, existing, 
                   f"val top-1 {row['val_top1']:.2f}% val top-5 {row['val_top5']:.2f}% "
                   f"({row['images_per_second']:.1f} img/s)")
     if chief:
+        board.close()
         history.plot(settings.out, state["history"])
     if verbose and data.skipped_images():
         print(f"skipped {data.skipped_images()} unreadable images (see the warnings above for their paths)")

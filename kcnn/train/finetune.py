@@ -298,6 +298,7 @@ def _train(settings, loop, task, steps_per_epoch, existing, chief, verbose, prep
                   f"val {task.key_metric} {row['val_' + task.key_metric]:.4f} "
                   f"({row['images_per_second']:.1f} img/s)")
     if chief:
+        board.close()
         _finish(settings, loop, task, state["history"], metrics or loop.validate(validation), validation,
                 preprocessing)
     if verbose and sum(data.skipped_samples().values()):

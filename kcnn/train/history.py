@@ -27,6 +27,9 @@ class TensorBoard:
     def __init__(self, run_dir):
         self.writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
 
+    def close(self):
+        self.writer.close()
+
     def scalars(self, step, values):
         with self.writer.as_default(step=step):
             for name, value in values.items():

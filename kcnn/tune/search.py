@@ -7,7 +7,8 @@
   built at the input size) are never handed out as trials: the oracle draws again, and the
   skipped points are listed in ``skipped.json`` (keras-tuner's ``max_model_size`` instead
   fails trials and stops after 3 in a row, keras-tuner#175).
-- Memory: the Keras session is cleared after every trial.
+- Memory: each trial is a ``kcnn pretrain`` process of its own, so the tuner's memory stays flat
+  however many trials run.
 - ``resume=True`` reloads the search in ``out`` (keras-tuner's state) and continues; an
   interrupted trial's run resumes from its checkpoint.
 - Distributed: keras-tuner's chief/worker mode from ``KERASTUNER_TUNER_ID``,
@@ -19,12 +20,12 @@
 ``skipped.json`` and ``best/`` (the best trial's run: ``kcnn export out/best``).
 """
 
-import gc
 import json
 import os
 import shutil
+import subprocess
+import sys
 
-import keras
 import keras_tuner
 from keras_tuner.engine.trial import TrialStatus
 
@@ -32,7 +33,6 @@ from kcnn import data, registry
 from kcnn.analysis import profile
 from kcnn.atomic import write_json
 from kcnn.models import build
-from kcnn.train import pretrain
 from kcnn.tune import report
 from kcnn.tune.space import load
 
@@ -134,21 +134,34 @@ class ZooTuner(keras_tuner.Tuner):
         os.makedirs(out, exist_ok=True)
         with open(os.path.join(out, report.WORKER_FILE), "w", encoding="utf-8") as stream:
             stream.write(self.tuner_id)
-        try:
-            rows = pretrain(name, self.training["dataset"], out, overrides=recipe, epochs=epochs,
-                            model_options=options, input_shape=self.hypermodel.input_shape,
-                            precision=self.training["precision"], seed=self.training["seed"],
-                            resume=os.path.isdir(os.path.join(out, "checkpoints")), verbose=0,
-                            checkpoint_every=10**9)
-        finally:
-            keras.backend.clear_session()
-            gc.collect()
-        return {OBJECTIVE: rows[-1]["val_top1"]}
+        command = pretrain_command(name, self.training, out, options, recipe, epochs, self.hypermodel.input_shape)
+        finished = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if finished.returncode:
+            raise keras_tuner.errors.FailedTrialError(f"trial {trial.trial_id}: kcnn pretrain failed: "
+                                                      f"{finished.stdout.strip().splitlines()[-1:]}")
+        with open(os.path.join(out, "history.json"), encoding="utf-8") as stream:
+            return {OBJECTIVE: json.load(stream)[-1]["val_top1"]}
+
+
+def pretrain_command(name, training, out, options, recipe, epochs, input_shape):
+    """The ``kcnn pretrain`` command of one trial: each trial runs in a process of its own, so that
+    nothing a trial allocates (graphs, datasets, the Keras session) stays in the tuner's process."""
+    command = [sys.executable, "-m", "kcnn.cli", "pretrain", "--model", name, "--dataset", training["dataset"],
+               "--out", out, "--epochs", str(epochs), "--precision", training["precision"],
+               "--seed", str(training["seed"]), "--checkpoint-every", str(10**9)]
+    command += [part for key, value in options.items() for part in ("--option", f"{key}={json.dumps(value)}")]
+    command += [part for key, value in recipe.items() for part in ("--set", f"{key}={json.dumps(value)}")]
+    if input_shape:
+        command += ["--input-shape", ",".join(map(str, input_shape))]
+    if os.path.isdir(os.path.join(out, "checkpoints")):
+        command.append("--resume")  # an interrupted trial of a resumed search continues its run
+    return command
 
 
 def _oracle(tuner, objective, *, max_trials, max_epochs, seed):
     if tuner not in TUNERS:
         raise ValueError(f"unknown tuner {tuner!r}; accepted: {', '.join(TUNERS)}")
+    seed += 1  # keras-tuner takes a seed of 0 for "none" and draws a random one
     if tuner == "hyperband":
         return _budgeted(keras_tuner.oracles.HyperbandOracle)(objective=objective, max_epochs=max_epochs, seed=seed)
     if tuner == "bayesian":
