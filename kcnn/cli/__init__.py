@@ -4,6 +4,7 @@ import click
 
 from kcnn.cli.export import export_command, predict_command
 from kcnn.cli.finetune import finetune_command
+from kcnn.cli.run import run_command
 from kcnn.cli.tune import tune_command
 from kcnn.cli.train import bench_command, degradation_command, evaluate_command, pretrain_command, recipes
 from kcnn.cli.weights import weights
@@ -28,3 +29,4 @@ main.add_command(bench_command)
 main.add_command(export_command)
 main.add_command(predict_command)
 main.add_command(tune_command)
+main.add_command(run_command)
