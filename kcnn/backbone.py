@@ -35,7 +35,6 @@ def _stride(layer):
 def feature_taps(model):
     """``{level: layer name}``: the deepest cut point at each cumulative stride 2^level of ``model``."""
     layers_ = model.layers
-    index = {layer.name: i for i, layer in enumerate(layers_)}
     stride, last_use = {}, {}
     for i, layer in enumerate(layers_):
         parents = parents_of(layer)

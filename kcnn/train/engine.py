@@ -126,6 +126,23 @@ class Loop:
         return averages(totals)
 
 
+def checkpoint_or_stop(checkpoint_dir, model, optimizer, state, chief):
+    """A checkpoint of ``state`` (on the chief), or ``TrainingStopped`` when the weights are no longer finite."""
+    if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.trainable_variables):
+        raise TrainingStopped(f"weights became non-finite by step {state['step']}; the last good "
+                              f"checkpoint is kept in {checkpoint_dir}: lower the learning rate and --resume")
+    if chief:
+        checkpoints.save(checkpoint_dir, model, optimizer, state)
+
+
+def stop_if_not_finite(loss, state, checkpoint_dir):
+    """``TrainingStopped`` naming the step when a batch's mean ``loss`` is NaN or infinite."""
+    if not math.isfinite(loss):
+        raise TrainingStopped(
+            f"loss became {loss} at step {state['step'] + 1} (epoch {state['epoch'] + 1}); the last good "
+            f"checkpoint is kept in {checkpoint_dir}: lower the learning rate and --resume")
+
+
 def distributed(strategy, replica_fn):
     """A step running ``replica_fn(*batch) -> {name: sum}`` on every replica, the sums added up."""
     def step(batch):
@@ -226,11 +243,7 @@ def _train(settings, loop, info, shape, steps_per_epoch, total_steps, existing, 
     validation = _dataset(settings, info, shape, "val", 0)  # not shuffled: one pipeline serves every epoch
 
     def save():
-        if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in loop.model.trainable_variables):
-            raise TrainingStopped(f"weights became non-finite by step {state['step']}; the last good "
-                                  f"checkpoint is kept in {checkpoint_dir}: lower the learning rate and --resume")
-        if chief:
-            checkpoints.save(checkpoint_dir, loop.model, loop.optimizer, state)
+        checkpoint_or_stop(checkpoint_dir, loop.model, loop.optimizer, state, chief)
 
     while state["step"] < total_steps:
         epoch = state["epoch"]
@@ -241,10 +254,7 @@ def _train(settings, loop, info, shape, steps_per_epoch, total_steps, existing, 
 
         def on_step(sums):
             loss = sums["loss"] / max(sums["count"], 1.0)
-            if not math.isfinite(loss):
-                raise TrainingStopped(
-                    f"loss became {loss} at step {state['step'] + 1} (epoch {epoch + 1}); the last good "
-                    f"checkpoint is kept in {checkpoint_dir}: lower the learning rate and --resume")
+            stop_if_not_finite(loss, state, checkpoint_dir)
             state["step"] += 1
             state["batch"] += 1
             lr = settings.recipe.learning_rate(state["step"], steps_per_epoch)

@@ -32,7 +32,7 @@ from kcnn.atomic import write_json
 from kcnn.tasks import build_task_model, check_task
 from kcnn.train import checkpoints, hardware, history, recipes
 from kcnn.train.dense_tasks import TASKS
-from kcnn.train.engine import TrainingStopped, distributed, input_preprocessing
+from kcnn.train.engine import checkpoint_or_stop, distributed, input_preprocessing, stop_if_not_finite
 from kcnn.weights import Preprocessing, files, read_metadata
 
 IMAGE_SIZE = (512, 512)  # real datasets (DeepLab crops 513, RetinaNet 512-800)
@@ -248,11 +248,7 @@ def _train(settings, loop, task, steps_per_epoch, existing, chief, verbose, prep
     metrics = {}
 
     def save():
-        if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in loop.model.trainable_variables):
-            raise TrainingStopped(f"weights became non-finite by step {state['step']}; the last good "
-                                  f"checkpoint is kept in {checkpoint_dir}: lower the learning rate and --resume")
-        if chief:
-            checkpoints.save(checkpoint_dir, loop.model, loop.optimizers, state)
+        checkpoint_or_stop(checkpoint_dir, loop.model, loop.optimizers, state, chief)
 
     while state["step"] < total_steps:
         epoch = state["epoch"]
@@ -267,10 +263,7 @@ def _train(settings, loop, task, steps_per_epoch, existing, chief, verbose, prep
                                               settings.backbone_lr_factor)
             sums = {k: float(v) for k, v in step_fn(batch).items()}
             loss = sums["loss"] / max(sums["count"], 1.0)
-            if not math.isfinite(loss):
-                raise TrainingStopped(
-                    f"loss became {loss} at step {state['step'] + 1} (epoch {epoch + 1}); the last good "
-                    f"checkpoint is kept in {checkpoint_dir}: lower the learning rate and --resume")
+            stop_if_not_finite(loss, state, checkpoint_dir)
             for key in totals:
                 totals[key] += sums[key]
             trained += sums["count"]
