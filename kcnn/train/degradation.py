@@ -11,7 +11,7 @@ import json
 import os
 
 from kcnn.train.engine import pretrain
-from kcnn.train.history import pyplot, save_figure
+from kcnn.train.history import save_figure, subplots
 
 CIFAR_DEPTHS = (20, 32, 44, 56, 110)
 
@@ -42,7 +42,7 @@ def degradation(dataset, out, *, depths=(20, 56), recipe="resnet_cifar", verbose
 
 def plot(histories, path):
     """Figure 6's layout: plain nets left, residual nets right; training error dashed, validation solid."""
-    figure, axes = pyplot().subplots(1, 2, figsize=(11, 4), sharey=True)
+    figure, axes = subplots(1, 2, figsize=(11, 4), sharey=True)
     for axis, kind in zip(axes, ("plain", "resnet")):
         for index, (name, rows) in enumerate(item for item in histories.items() if item[0].startswith(kind)):
             color = f"C{index}"

@@ -6,8 +6,9 @@ rectangles (solid: truth; dashed: predictions with their scores).
 """
 
 import numpy as np
+from matplotlib.patches import Rectangle
 
-from kcnn.train.history import pyplot, save_figure
+from kcnn.train.history import save_figure, subplots
 
 PALETTE = np.array([(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
                     (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
@@ -42,12 +43,12 @@ def masks(images, truth, predicted, class_names, path, *, ignore_label=255, coun
     """A grid: image, true mask and predicted mask for the first ``count`` images; returns ``path``."""
     count = min(count, len(images))
     colours = _colours(len(class_names))
-    figure, axes = pyplot().subplots(count, 3, figsize=(9, 3 * count), squeeze=False)
+    figure, axes = subplots(count, 3, figsize=(9, 3 * count), squeeze=False)
     for row in range(count):
         _image(axes[row, 0], images[row], "image")
         _overlay(axes[row, 1], images[row], truth[row], colours, ignore_label, "ground truth")
         _overlay(axes[row, 2], images[row], predicted[row], colours, ignore_label, "prediction")
-    handles = [pyplot().Rectangle((0, 0), 1, 1, color=colours[i]) for i in range(1, len(class_names))]
+    handles = [Rectangle((0, 0), 1, 1, color=colours[i]) for i in range(1, len(class_names))]
     figure.legend(handles, list(class_names[1:]), loc="lower center", ncol=min(6, len(handles)))
     figure.tight_layout(rect=(0, 0.04, 1, 1))
     return save_figure(figure, path)
@@ -58,7 +59,7 @@ def _boxes(axis, boxes, classes, colours, class_names, scores=None):
     for index, (box, label) in enumerate(zip(boxes, classes)):
         top, left, bottom, right = box[0] * height, box[1] * width, box[2] * height, box[3] * width
         colour = colours[int(label) % len(colours)]
-        axis.add_patch(pyplot().Rectangle((left, top), right - left, bottom - top, fill=False, color=colour,
+        axis.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, color=colour,
                                           linewidth=1.5, linestyle="-" if scores is None else "--"))
         text = class_names[int(label)] + ("" if scores is None else f" {scores[index]:.2f}")
         axis.text(left, top, text, color="white", fontsize=6, va="bottom",
@@ -72,7 +73,7 @@ def detections(images, truth, predicted, class_names, path, *, count=4, min_scor
     """
     count = min(count, len(images))
     colours = _colours(max(len(class_names), 1) + 1)[1:]
-    figure, axes = pyplot().subplots(count, 2, figsize=(6, 3 * count), squeeze=False)
+    figure, axes = subplots(count, 2, figsize=(6, 3 * count), squeeze=False)
     for row in range(count):
         _image(axes[row, 0], images[row], "ground truth")
         _boxes(axes[row, 0], *truth[row], colours, class_names)

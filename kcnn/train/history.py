@@ -38,33 +38,32 @@ class TensorBoard:
         self.writer.flush()
 
 
-def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
-    import matplotlib
+def subplots(*args, **kwargs):
+    """``(figure, axes)`` like pyplot's, on a bare ``matplotlib.figure.Figure``: no pyplot state and no
+    backend switch, so a notebook's own plots keep working after a run drew its figures."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as module
-
-    return module
+    figure_options = {key: kwargs.pop(key) for key in ("figsize",) if key in kwargs}
+    figure = Figure(**figure_options)
+    return figure, figure.subplots(*args, **kwargs)
 
 
 def save_figure(figure, path):
-    """Writes ``figure`` as a PNG beside ``path`` and renames it into place; closes it."""
+    """Writes ``figure`` as a PNG beside ``path`` and renames it into place."""
     with atomic_path(path) as partial:
         figure.savefig(partial, dpi=100)
-    pyplot().close(figure)
     return path
 
 
 def plot(run_dir, rows, path="curves.png"):
     """Training curves (loss; top-1 error, train and val) as a PNG; returns its path."""
     epochs = [row["epoch"] for row in rows]
-    figure, (loss_axis, error_axis) = pyplot().subplots(1, 2, figsize=(10, 4))
-    loss_axis.plot(epochs, [row["loss"] for row in rows], label="train")
-    loss_axis.plot(epochs, [row["val_loss"] for row in rows], label="val")
+    figure, (loss_axis, error_axis) = subplots(1, 2, figsize=(10, 4))
+    loss_axis.plot(epochs, [row["loss"] for row in rows], marker="o", label="train")
+    loss_axis.plot(epochs, [row["val_loss"] for row in rows], marker="o", label="val")
     loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    error_axis.plot(epochs, [100 - row["top1"] for row in rows], label="train")
-    error_axis.plot(epochs, [100 - row["val_top1"] for row in rows], label="val")
+    error_axis.plot(epochs, [100 - row["top1"] for row in rows], marker="o", label="train")
+    error_axis.plot(epochs, [100 - row["val_top1"] for row in rows], marker="o", label="val")
     error_axis.set(xlabel="epoch", ylabel="top-1 error (%)", title="error")
     for axis in (loss_axis, error_axis):
         axis.grid(alpha=0.3)
@@ -76,11 +75,11 @@ def plot(run_dir, rows, path="curves.png"):
 def plot_dense(run_dir, rows, metric, path="curves.png"):
     """Fine-tuning curves (loss, train and val; the validation ``metric``) as a PNG; returns its path."""
     epochs = [row["epoch"] for row in rows]
-    figure, (loss_axis, metric_axis) = pyplot().subplots(1, 2, figsize=(10, 4))
-    loss_axis.plot(epochs, [row["loss"] for row in rows], label="train")
-    loss_axis.plot(epochs, [row["val_loss"] for row in rows], label="val")
+    figure, (loss_axis, metric_axis) = subplots(1, 2, figsize=(10, 4))
+    loss_axis.plot(epochs, [row["loss"] for row in rows], marker="o", label="train")
+    loss_axis.plot(epochs, [row["val_loss"] for row in rows], marker="o", label="val")
     loss_axis.set(xlabel="epoch", ylabel="loss", title="loss")
-    metric_axis.plot(epochs, [row[f"val_{metric}"] for row in rows], label="val")
+    metric_axis.plot(epochs, [row[f"val_{metric}"] for row in rows], marker="o", label="val")
     metric_axis.set(xlabel="epoch", ylabel=metric, title=f"validation {metric}")
     for axis in (loss_axis, metric_axis):
         axis.grid(alpha=0.3)

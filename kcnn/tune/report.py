@@ -9,7 +9,7 @@ import csv
 import os
 
 from kcnn.atomic import write_text
-from kcnn.train.history import pyplot, save_figure
+from kcnn.train.history import save_figure, subplots
 
 WORKER_FILE = "tuner_id"  # in each trial's run directory: which tuner process ran it
 
@@ -22,8 +22,9 @@ def _worker(trials_dir, trial_id):
         return stream.read().strip()
 
 
-def trial_rows(oracle, budget, trials_dir):
-    """The oracle's trials, oldest first, each with its point's parameters and MACs and its worker."""
+def trial_rows(oracle, budget, trials_dir, max_epochs):
+    """The oracle's trials, oldest first, each with its point's parameters and MACs, its epochs (hyperband's
+    bracket, else ``max_epochs``) and its worker."""
     rows = []
     for trial_id, trial in sorted(oracle.trials.items()):
         values = trial.hyperparameters.values
@@ -32,7 +33,7 @@ def trial_rows(oracle, budget, trials_dir):
         score = None if trial.score is None else float(trial.score)
         rows.append({"trial": trial_id, "worker": _worker(trials_dir, trial_id), "status": str(trial.status),
                      "score": score,
-                     "epochs": values.get("tuner/epochs"), "params": params, "macs": macs, **point})
+                     "epochs": values.get("tuner/epochs", max_epochs), "params": params, "macs": macs, **point})
     return rows
 
 
@@ -60,7 +61,7 @@ def write(out, rows, space):
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = [_cell(row[key]) for key in columns]
-        lines.append("| " + " | ".join(f"**{c}**" if row is best else c for c in cells) + " |")
+        lines.append("| " + " | ".join(f"**{c}**" if row is best and c else c for c in cells) + " |")
     write_text(os.path.join(out, "trials.md"), lambda stream: stream.write("\n".join(lines) + "\n"))
     _plot(out, rows, space)
 
@@ -76,7 +77,7 @@ def _cell(value):
 def _plot(out, rows, space):
     scored = [row for row in rows if row["score"] is not None]
     front = sorted((rows[i] for i in pareto_front(rows)), key=lambda row: row["macs"])
-    figure, axis = pyplot().subplots(figsize=(7, 4.5))
+    figure, axis = subplots(figsize=(7, 4.5))
     axis.scatter([r["macs"] / 1e6 for r in scored], [r["score"] for r in scored], alpha=0.6, label="trials")
     axis.plot([r["macs"] / 1e6 for r in front], [r["score"] for r in front], "r.-", label="Pareto front")
     axis.set(xscale="log", xlabel="multiply-adds (millions, log)", ylabel="validation top-1 (%)",

@@ -195,7 +195,7 @@ def tune(space, dataset, out, *, tuner="hyperband", max_trials=10, max_epochs=3,
     searcher.search()
     if not chief:
         return None
-    rows = report.trial_rows(searcher.oracle, budget, os.path.join(out, "trials"))
+    rows = report.trial_rows(searcher.oracle, budget, os.path.join(out, "trials"), max_epochs)
     report.write(out, rows, space)
     write_json(os.path.join(out, "skipped.json"), budget.skipped)
     _keep_best(out, rows)
