@@ -81,7 +81,8 @@ def test_out_of_budget_points_are_skipped_not_failed_and_the_best_run_exports(le
                                                                        rss.append(_rss_mib())))
     rows = tune(lenet_space, "digits", tmp_path / "search", tuner="random", max_trials=5, max_epochs=1,
                 max_params=with_table, precision="fp32")
-    assert len(rss) == 5 and rss[-1] - rss[0] < 8, rss  # trials run in processes of their own
+    # trials run in processes of their own: in-process training grew ~6 MiB a trial, 24 MiB over these 4
+    assert len(rss) == 5 and rss[-1] - rss[0] < 12, rss
     assert len(rows) == 5 and all(row["status"] == "COMPLETED" and row["score"] > 0 for row in rows)
     assert all(row["connection_table"] is True and row["params"] <= with_table for row in rows)
     skipped = json.loads((tmp_path / "search" / "skipped.json").read_text())

@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 
+import keras
 import keras_tuner
 from keras_tuner.engine.trial import TrialStatus
 
@@ -55,7 +56,10 @@ class Budget:
         if key not in self.counts:
             name, options, _ = self.space.resolve(values)
             shape = self.input_shape or registry.get(name).input_shape
-            counted = profile(name, input_shape=tuple(shape), classes=self.classes, **options)
+            try:
+                counted = profile(name, input_shape=tuple(shape), classes=self.classes, **options)
+            finally:
+                keras.backend.clear_session()  # the counted graph is not needed again
             self.counts[key] = (counted.params, counted.macs)
         return self.counts[key]
 
