@@ -6,6 +6,8 @@ where TensorFlow has no GPU build). Also checks what the mixed policies must kee
 logits, finite losses under float16 (Keras wraps the optimizer in loss scaling).
 
     KERAS_BACKEND=jax python benchmarks/gpu_zoo_precision.py --batch-size 128 --out results.json
+    KERAS_BACKEND=jax python benchmarks/gpu_zoo_precision.py --models alexnet,zfnet,vgg16_bn,inception_v1 \
+        --precisions float32,mixed_float16 --out families.json
 """
 
 import argparse
@@ -21,11 +23,15 @@ import kcnn
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
-def _models():
-    return {
-        "kcnn resnet50 (v1)": lambda: kcnn.build("resnet50", classifier_activation=None),
-        "keras.applications ResNet50": lambda: keras.applications.ResNet50(weights=None, classifier_activation=None),
-    }
+def _models(names):
+    """kcnn's models by name; keras.applications ResNet50 beside kcnn's resnet50 as the reference."""
+    models = {}
+    for name in names:
+        models[f"kcnn {name}"] = lambda name=name: kcnn.build(name, classifier_activation=None)
+        if name == "resnet50":
+            models["keras.applications ResNet50"] = lambda: keras.applications.ResNet50(
+                weights=None, classifier_activation=None)
+    return models
 
 
 def _rate(step, batch_size, warmup, steps):
@@ -39,14 +45,15 @@ def _rate(step, batch_size, warmup, steps):
 
 
 def measure(name, make, precision, *, batch_size, warmup, steps):
+    """One row: train and inference img/s, logits dtype, whether every loss stayed finite."""
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(0)
     model = make()
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
     rng = np.random.default_rng(0)
-    images = rng.normal(size=(batch_size, 224, 224, 3)).astype("float32")
-    labels = rng.integers(0, 1000, size=(batch_size,))
+    images = rng.normal(size=(batch_size, *model.input_shape[1:])).astype("float32")
+    labels = rng.integers(0, model.output_shape[-1], size=(batch_size,))
     losses = []
 
     def train():
@@ -70,10 +77,13 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--out", default="gpu_zoo_precision.json")
+    parser.add_argument("--models", default="resnet50", help="Comma-separated zoo names (resnet50 adds the "
+                                                             "keras.applications reference).")
+    parser.add_argument("--precisions", default=",".join(PRECISIONS))
     arguments = parser.parse_args()
     rows = []
-    for precision in PRECISIONS:
-        for name, make in _models().items():
+    for precision in arguments.precisions.split(","):
+        for name, make in _models(arguments.models.split(",")).items():
             rows.append(measure(name, make, precision, batch_size=arguments.batch_size, warmup=arguments.warmup,
                                 steps=arguments.steps))
             print(json.dumps(rows[-1]), flush=True)
