@@ -277,8 +277,7 @@ def _train(settings, loop, info, shape, steps_per_epoch, total_steps, existing, 
         state["epoch"], state["batch"] = epoch + 1, 0
         save()
         if chief:
-            history.write_tables(settings.out, state["history"])
-            board.scalars(state["step"], {k: v for k, v in row.items() if k not in ("epoch", "step")})
+            history.record_epoch(settings.out, state["history"], board, state["step"])
         if verbose:
             print(f"epoch {epoch + 1}/{epochs}: loss {row['loss']:.4f} top-1 {row['top1']:.2f}% "
                   f"val top-1 {row['val_top1']:.2f}% val top-5 {row['val_top5']:.2f}% "

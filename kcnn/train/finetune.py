@@ -284,8 +284,7 @@ def _train(settings, loop, task, steps_per_epoch, existing, chief, verbose, prep
         state["epoch"], state["batch"], state["totals"] = epoch + 1, 0, {"loss": 0.0, "count": 0.0}
         save()
         if chief:
-            history.write_tables(settings.out, state["history"])
-            board.scalars(state["step"], {k: v for k, v in row.items() if k not in ("epoch", "step")})
+            history.record_epoch(settings.out, state["history"], board, state["step"])
         if verbose:
             print(f"epoch {epoch + 1}/{epochs}: loss {row['loss']:.4f} val loss {row['val_loss']:.4f} "
                   f"val {task.key_metric} {row['val_' + task.key_metric]:.4f} "

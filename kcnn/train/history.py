@@ -21,6 +21,12 @@ def write_tables(run_dir, rows):
     write_text(os.path.join(run_dir, "history.csv"), write_csv)
 
 
+def record_epoch(run_dir, rows, board, step):
+    """After an epoch: the history tables rewritten and the newest row's numbers as TensorBoard scalars."""
+    write_tables(run_dir, rows)
+    board.scalars(step, {k: v for k, v in rows[-1].items() if k not in ("epoch", "step")})
+
+
 class TensorBoard:
     """Scalars under ``RUN/tensorboard`` (train and val in one writer, named by prefix)."""
 
