@@ -2,11 +2,10 @@
 
 import click
 
-from kcnn.cli.options import parse_options, user_errors
+from kcnn.cli.options import parse_options, training_options, user_errors
 from kcnn.tasks import TASKS
 from kcnn.train import TrainingStopped
 from kcnn.train.finetune import finetune
-from kcnn.train.hardware import PRECISIONS, STRATEGIES
 
 
 def parse_size(ctx, param, value):
@@ -38,8 +37,6 @@ HEADS = sorted({head for heads in TASKS.values() for head in heads})
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The run directory.")
 @click.option("--weights", type=click.Path(exists=True),
               help="Backbone initialisation: a kcnn weights file (kcnn weights import) or a kcnn pretrain run.")
-@click.option("--epochs", type=click.IntRange(min=1), help="Train this many epochs (replaces the recipe's length).")
-@click.option("--steps", type=click.IntRange(min=1), help="Train this many steps (replaces the recipe's length).")
 @click.option("--freeze-backbone-epochs", type=click.IntRange(min=0), default=0, show_default=True,
               help="Train only the head for this many epochs, then everything.")
 @click.option("--freeze-bn/--train-bn", default=None,
@@ -49,34 +46,21 @@ HEADS = sorted({head for heads in TASKS.values() for head in heads})
 @click.option("--image-size", callback=parse_size, help="SIZE or H,W of the network input (default: 96 for "
                                                         "shapes, else 512).")
 @click.option("--recipe", help="A recipe (kcnn recipes); default: shapes on shapes, else deeplabv3 / retinanet.")
-@click.option("--set", "overrides", multiple=True, callback=parse_options,
-              help="Override one recipe field, KEY=VALUE (repeatable), e.g. --set lr=0.01.")
 @click.option("--head-option", "head_options", multiple=True, callback=parse_options,
               help="A head option KEY=VALUE (repeatable), e.g. width=128, fcn_skips=1, head_depth=2 "
                    "(shapes defaults: width=64; fpn_width=64, head_width=64, head_depth=2).")
 @click.option("--option", "-o", "backbone_options", multiple=True, callback=parse_options,
               help="A backbone variant option KEY=VALUE (repeatable), e.g. output_stride=16 (ResNets).")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
-@click.option("--strategy", type=click.Choice(STRATEGIES), default="auto", show_default=True)
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its newest checkpoint.")
-@click.option("--data-dir", help="TFDS data directory.")
-@click.option("--manual-dir", help="TFDS manual directory.")
-@click.option("--download", is_flag=True, help="Let TFDS download the dataset (needs internet).")
-def finetune_command(backbone, task, head, dataset, out, weights, epochs, steps, freeze_backbone_epochs, freeze_bn,
-                     backbone_lr_factor, image_size, recipe, overrides, head_options, backbone_options, precision,
-                     strategy, checkpoint_every, seed, resume, data_dir, manual_dir, download):
+@training_options
+def finetune_command(backbone, task, head, dataset, out, weights, freeze_backbone_epochs, freeze_bn, backbone_lr_factor,
+                     image_size, recipe, head_options, backbone_options, **run):
     """Fine-tunes BACKBONE with a segmentation or detection head into the run directory OUT (resumable)."""
     with user_errors():
         try:
-            rows = finetune(backbone, task, dataset, out, head=head, recipe=recipe, overrides=overrides,
-                            epochs=epochs, steps=steps, resume=resume, weights=weights, image_size=image_size,
-                            freeze_backbone_epochs=freeze_backbone_epochs, freeze_bn=freeze_bn,
-                            backbone_lr_factor=backbone_lr_factor, backbone_options=backbone_options,
-                            head_options=head_options, precision=precision, strategy=strategy,
-                            checkpoint_every=checkpoint_every, seed=seed, data_dir=data_dir,
-                            manual_dir=manual_dir, download=download)
+            rows = finetune(backbone, task, dataset, out, head=head, recipe=recipe, weights=weights,
+                            image_size=image_size, freeze_backbone_epochs=freeze_backbone_epochs,
+                            freeze_bn=freeze_bn, backbone_lr_factor=backbone_lr_factor,
+                            backbone_options=backbone_options, head_options=head_options, **run)
         except TrainingStopped as error:
             raise ValueError(str(error)) from None
     if rows:

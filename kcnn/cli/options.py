@@ -49,3 +49,33 @@ def echo_table(header, rows):
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
     for cells in (header, *rows):
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip())
+
+
+def training_options(command):
+    """The options of every training command: length, recipe overrides, precision, distribution,
+    checkpoints, resuming and data locations (passed on as keywords of the same names)."""
+    from kcnn.train.hardware import PRECISIONS, STRATEGIES
+
+    options = [
+        click.option("--set", "overrides", multiple=True, callback=parse_options,
+                     help="Override one recipe field, KEY=VALUE (repeatable), e.g. --set lr=0.05."),
+        click.option("--epochs", type=click.IntRange(min=1),
+                     help="Train this many epochs (replaces the recipe's length; its schedule is scaled to it)."),
+        click.option("--steps", type=click.IntRange(min=1),
+                     help="Train this many steps (replaces the recipe's length; its schedule is scaled to it)."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True),
+        click.option("--strategy", type=click.Choice(STRATEGIES), default="auto", show_default=True),
+        click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True,
+                     help="Steps between checkpoints (also one at every epoch's end)."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--resume", is_flag=True, help="Continue the run in --out from its newest checkpoint."),
+        click.option("--force-resume", is_flag=True,
+                     help="With --resume: continue although precision or strategy resolve otherwise here."),
+        click.option("--data-dir", help="TFDS data directory."),
+        click.option("--manual-dir", help="TFDS manual directory (imagenet2012: the ILSVRC2012 tars)."),
+        click.option("--download", is_flag=True, help="Let TFDS download the dataset (needs internet)."),
+        click.option("--xla", is_flag=True, help="Compile the steps with XLA (slower on CPU; for GPUs)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command

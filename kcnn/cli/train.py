@@ -5,7 +5,7 @@ import json
 import click
 import yaml
 
-from kcnn.cli.options import echo_table, parse_options, parse_shape, user_errors
+from kcnn.cli.options import echo_table, parse_options, parse_shape, training_options, user_errors
 from kcnn.train import RECIPES, TrainingStopped, pretrain
 from kcnn.train.bench import MODES, SOURCES, bench
 from kcnn.train.degradation import CIFAR_DEPTHS, degradation
@@ -55,34 +55,15 @@ def _recipe_file(ctx, param, value):
 @click.option("--recipe", help="A recipe name (kcnn recipes); default: the model's paper recipe.")
 @click.option("--recipe-file", callback=_recipe_file, type=click.Path(exists=True, dir_okay=False),
               help="YAML mapping of recipe fields to override (lr, batch_size, boundaries, ...).")
-@click.option("--set", "overrides", multiple=True, callback=parse_options,
-              help="Override one recipe field, KEY=VALUE (repeatable), e.g. --set lr=0.05.")
-@click.option("--epochs", type=click.IntRange(min=1), help="Train this many epochs (replaces the recipe's length).")
-@click.option("--steps", type=click.IntRange(min=1), help="Train this many steps (replaces the recipe's length).")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
-@click.option("--strategy", type=click.Choice(STRATEGIES), default="auto", show_default=True)
 @click.option("--input-shape", callback=parse_shape, help="H,W,C (default: the model's own).")
 @click.option("--option", "-o", "model_options", multiple=True, callback=parse_options,
               help="A model variant option KEY=VALUE (repeatable).")
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True,
-              help="Steps between checkpoints (also one at every epoch's end).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its newest checkpoint.")
-@click.option("--data-dir", help="TFDS data directory.")
-@click.option("--manual-dir", help="TFDS manual directory (imagenet2012: the ILSVRC2012 tars).")
-@click.option("--download", is_flag=True, help="Let TFDS download the dataset (needs internet).")
-@click.option("--xla", is_flag=True, help="Compile the steps with XLA (slower on CPU; for GPUs).")
-def pretrain_command(model, dataset, out, recipe, recipe_file, overrides, epochs, steps, precision, strategy,
-                     input_shape, model_options, checkpoint_every, seed, resume, data_dir, manual_dir, download,
-                     xla):
+@training_options
+def pretrain_command(model, dataset, out, recipe, recipe_file, overrides, **run):
     """Trains MODEL on DATASET with its paper's recipe into the run directory OUT (resumable)."""
     with user_errors():
         try:
-            rows = pretrain(model, dataset, out, recipe=recipe, overrides={**recipe_file, **overrides},
-                            epochs=epochs, steps=steps, resume=resume, precision=precision, strategy=strategy,
-                            input_shape=input_shape, model_options=model_options,
-                            checkpoint_every=checkpoint_every, seed=seed, data_dir=data_dir,
-                            manual_dir=manual_dir, download=download, xla=xla)
+            rows = pretrain(model, dataset, out, recipe=recipe, overrides={**recipe_file, **overrides}, **run)
         except TrainingStopped as error:
             raise ValueError(str(error)) from None
     if rows:

@@ -1,27 +1,27 @@
-"""Task heads on zoo backbones: segmentation and detection (models, losses, metrics, decoding).
+"""Task models on zoo backbones: classification, segmentation and detection (models, losses, metrics, decoding).
 
-``build_task_model`` puts a head on any zoo backbone; ``load_task_model`` rebuilds a
-fine-tuned model from its kcnn weights file (the metadata says which backbone,
-head, classes and input size).
+The task models (:mod:`kcnn.tasks.models`) are Keras models: ``ImageClassifier``,
+``ImageSegmenter`` and ``ObjectDetector``. ``build_task_model`` picks one by task name;
+``load_task_model`` rebuilds a fine-tuned model from its kcnn weights file (the metadata
+says which backbone, head, classes and input size).
 
 >>> model = build_task_model("segmentation", "resnet20", 3, image_size=(32, 32), head="fcn",
 ...                          head_options={"width": 16})
->>> model.output_shape
-(None, 32, 32, 3)
+>>> model.output_shape, type(model).__name__
+((None, 32, 32, 3), 'ImageSegmenter')
 """
 
 import os
 
-from kcnn import registry
-from kcnn.backbone import backbone as build_backbone
-from kcnn.tasks.detection import build_retinanet
+from kcnn.tasks.models import TASK_MODELS, ImageClassifier, ImageSegmenter, ObjectDetector
 from kcnn.tasks.segmentation import HEADS as SEGMENTATION_HEADS
-from kcnn.tasks.segmentation import build_segmenter
 from kcnn.weights import Preprocessing, read_metadata
 
-TASKS = {"segmentation": SEGMENTATION_HEADS, "detection": ("retinanet",)}
+TASKS = {"segmentation": SEGMENTATION_HEADS, "detection": ("retinanet",)}  # the heads of the fine-tuning tasks
 DEFAULT_HEAD = {"segmentation": "fcn", "detection": "retinanet"}
-BACKBONE_OPTIONS_BY_FAMILY = {"output_stride": ("resnet",)}  # what a task may ask of some backbones only
+
+__all__ = ["DEFAULT_HEAD", "TASKS", "TASK_MODELS", "ImageClassifier", "ImageSegmenter", "ObjectDetector",
+           "build_task_model", "check_task", "load_task_model"]
 
 
 def check_task(task, head):
@@ -34,14 +34,6 @@ def check_task(task, head):
     return head
 
 
-def _check_backbone_options(name, options):
-    family = registry.get(name).family
-    for key in options:
-        families = BACKBONE_OPTIONS_BY_FAMILY.get(key)
-        if families is not None and family not in families:
-            raise ValueError(f"{key} is an option of {', '.join(families)} backbones, not of {name} ({family})")
-
-
 def build_task_model(task, backbone, num_classes, *, image_size, head=None, backbone_options=None,
                      head_options=None, backbone_weights=None):
     """``backbone`` (a zoo name) with a ``task`` head for ``num_classes`` at ``image_size`` (H, W).
@@ -50,19 +42,9 @@ def build_task_model(task, backbone, num_classes, *, image_size, head=None, back
     ``kcnn pretrain`` run's ``model.weights.h5``) loaded into the backbone by layer name.
     """
     head = check_task(task, head)
-    spec = registry.get(backbone)
-    options = dict(backbone_options or {})
-    _check_backbone_options(spec.name, options)
-    if backbone_weights is not None:
-        options["weights"] = os.fspath(backbone_weights)
-    features = build_backbone(spec.name, input_shape=(*image_size, spec.input_shape[2]), **options)
-    head_options = dict(head_options or {})
-    if task == "segmentation":
-        model = build_segmenter(features, num_classes, head=head, **head_options)
-    else:
-        model = build_retinanet(features, num_classes, image_size=tuple(image_size), **head_options)
-    model.backbone_layers = [layer.name for layer in features.layers]
-    return model
+    return TASK_MODELS[task](backbone, num_classes, image_size=tuple(image_size), head=head,
+                             backbone_options=backbone_options, head_options=head_options,
+                             backbone_weights=backbone_weights)
 
 
 def load_task_model(path):

@@ -1,7 +1,8 @@
-"""Training: paper recipes as data, precision and distribution, the loops (pretraining and fine-tuning),
+"""Training: paper recipes as data, precision and distribution, one loop for pretraining and fine-tuning,
 checkpoints and history."""
 
-from kcnn.train.engine import TrainingStopped, pretrain
+from kcnn.train.engine import TrainingStopped
+from kcnn.train.pretrain import pretrain
 from kcnn.train.finetune import finetune
 from kcnn.train.recipes import RECIPES, Recipe
 

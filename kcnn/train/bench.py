@@ -1,6 +1,6 @@
 """``bench``: images per second of the training loop (or inference), from memory or from JPEG files.
 
-Both sources run the engine's own compiled steps, so the ratio end-to-end / in-memory
+Both sources run the training engine's own compiled steps, so the ratio end-to-end / in-memory
 says whether the input pipeline keeps up (it should be 0.9 or more), and running
 the same model at two precisions in one call gives their ratio on this machine.
 """
@@ -15,7 +15,9 @@ import tensorflow as tf
 
 from kcnn import data, registry
 from kcnn.train import hardware, recipes
-from kcnn.train.engine import Loop, Settings, input_preprocessing
+from kcnn.train.engine import Loop, RunSettings
+from kcnn.train.task_data import TaskData, default_preprocessing
+from kcnn.train.validation import read
 
 MODES = ("train", "infer")
 SOURCES = ("memory", "jpeg")
@@ -56,22 +58,37 @@ def bench(model, *, mode="train", precision="fp32", source="memory", batch_size=
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
     try:
-        settings = Settings(model=spec.name, dataset="bench", out="", recipe=recipes.get(
-            "resnet_imagenet", batch_size=batch_size))
-        info = data.DatasetInfo("bench", spec.classes, tuple(map(str, range(spec.classes))), {})
-        loop = Loop(settings, tf.distribute.get_strategy(), info, shape)
-        step = loop.train_step if mode == "train" else loop.eval_step
-        normalise = input_preprocessing(shape[2])
+        recipe = recipes.get("resnet_imagenet", batch_size=batch_size).in_steps(1)
+        settings = RunSettings(task="classification", backbone=spec.name, dataset="bench", out="", recipe=recipe,
+                               input_shape=shape)
+        strategy = tf.distribute.get_strategy()
+        loop = Loop(settings, recipe, strategy, BenchData(spec.classes), steps_per_epoch=1)
+        step = loop.train_step(0) if mode == "train" else loop.validate.step
+        sums = loop.train_sums if mode == "train" else loop.validate.sums
+        normalise = default_preprocessing(shape[2])
         with tempfile.TemporaryDirectory() as directory:
             if source == "jpeg":
                 _jpeg_folder(directory, batch_size * 4, max(shape[:2]) * 8 // 7)
             batches = _dataset(source, shape, batch_size, directory).map(
                 lambda images, labels: (normalise(images), labels)).prefetch(tf.data.AUTOTUNE)
-            loop.run_epoch(batches.take(warmup), step)
+
+            def run(count):
+                for batch in strategy.experimental_distribute_dataset(batches.take(count)):
+                    step(batch)
+                return read(sums)["samples"]  # waits for the last step
+
+            before = run(warmup)
             started = time.perf_counter()
-            result = loop.run_epoch(batches.take(steps), step)
+            images = run(steps) - before
             seconds = time.perf_counter() - started
     finally:
         keras.mixed_precision.set_global_policy(previous)
     return {"model": spec.name, "mode": mode, "precision": policy, "source": source, "batch_size": batch_size,
-            "steps": steps, "images_per_second": result["count"] / seconds}
+            "steps": steps, "images_per_second": images / seconds}
+
+
+class BenchData(TaskData):
+    """No dataset: ``bench`` feeds the steps itself."""
+
+    def __init__(self, classes):
+        self.info = data.DatasetInfo("bench", classes, tuple(map(str, range(classes))), {})

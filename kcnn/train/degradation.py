@@ -10,7 +10,7 @@ left, residual nets right.
 import json
 import os
 
-from kcnn.train.engine import pretrain
+from kcnn.train.pretrain import pretrain
 from kcnn.train.history import save_figure, subplots
 
 CIFAR_DEPTHS = (20, 32, 44, 56, 110)

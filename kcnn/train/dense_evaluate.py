@@ -1,12 +1,13 @@
-"""``evaluate_task``: the metrics of a fine-tuned segmenter or detector on a dataset split, recomputed."""
+"""``evaluate_task``: the metrics of a fine-tuned segmenter or detector on a dataset split, recomputed
+by the validation that training runs (:class:`kcnn.train.validation.Validator`)."""
 
 import os
 
 import tensorflow as tf
 
-from kcnn import data
-from kcnn.tasks import load_task_model
-from kcnn.train.dense_tasks import TASKS
+from kcnn.tasks import TASKS, load_task_model
+from kcnn.train.task_data import TASK_DATA
+from kcnn.train.validation import Validator
 from kcnn.weights import read_metadata
 
 
@@ -28,17 +29,11 @@ def evaluate_task(source, dataset, *, split="val", batch_size=16, data_dir=None,
         raise ValueError(f"{os.fspath(source)!r} is not a `kcnn finetune` run or its model.weights.h5")
     model = load_task_model(path)
     metadata = model.task_metadata
-    info = data.dense_dataset_info(dataset, metadata["task"], data_dir=data_dir, manual_dir=manual_dir)
-    if info.num_classes != metadata["classes"]:
-        raise ValueError(f"{dataset!r} has {info.num_classes} classes, the model {metadata['classes']}")
-    height, width, channels = metadata["input_shape"]
-    task = TASKS[metadata["task"]](info, dataset=dataset, image_size=(height, width), channels=channels,
-                                   preprocessing=model.preprocessing, data_dir=data_dir, manual_dir=manual_dir)
-    task.attach(model)
-
-    @tf.function
-    def predict(images):
-        return model(task.model_input(images), training=False)
-
-    pipeline = task.pipeline(split, training=False, seed=0, batch_size=batch_size)
-    return {"task": metadata["task"], "split": split, **task.validate(predict, pipeline)}
+    task_data = TASK_DATA[metadata["task"]](dataset, input_shape=metadata["input_shape"],
+                                            preprocessing=model.preprocessing, data_dir=data_dir,
+                                            manual_dir=manual_dir)
+    if task_data.info.num_classes != metadata["classes"]:
+        raise ValueError(f"{dataset!r} has {task_data.info.num_classes} classes, the model {metadata['classes']}")
+    validate = Validator(model, task_data, tf.distribute.get_strategy())
+    pipeline = task_data.pipeline(split, training=False, seed=0, batch_size=batch_size)
+    return {"task": metadata["task"], "split": split, **validate(pipeline)}

@@ -1,17 +1,24 @@
-"""``pretrain``: one training loop for every zoo model, on one device, many GPUs or many machines.
+"""The training loop of ``kcnn pretrain``, ``kcnn finetune`` and ``kcnn tune``'s trials: one engine, any task model.
 
 A custom loop over ``strategy.run`` (Keras 3.15's ``model.fit`` fails under
-``MultiWorkerMirroredStrategy``): cross-entropy on float32 logits, the recipe's L2
-weight decay and learning-rate schedule, loss scaling under float16, GoogLeNet's
-auxiliary losses (weight 0.3) when the model has them. Checkpoints every
-``checkpoint_every`` steps and at each epoch's end; ``resume=True`` continues from
-the newest one, at the same batch of the same epoch (each epoch's shuffle is
-seeded by ``seed`` and the epoch number). A non-finite loss stops the run with the
-last good checkpoint kept.
+``MultiWorkerMirroredStrategy``, keras#20585) that drives a task model of
+:mod:`kcnn.tasks.models`: the model's per-example loss over the global batch, the
+recipe's L2 weight decay and learning-rate schedule (in the optimizers' graphs), loss
+scaling under float16, parameter groups (a rate factor each, and the epoch they start
+training at: fine-tuning's head and backbone; pretraining has one). The model's additive
+statistics are summed on the device; the host reads them every ``log_every`` steps (the
+progress bar and the non-finite check) and at checkpoints, never per step.
 
-Run directory: ``config.json``, ``checkpoints/``, ``history.{json,csv}``,
-``tensorboard/``, ``curves.png`` and ``model.weights.h5`` (a kcnn weights file:
-``kcnn.build(name, weights=...)`` rebuilds the trained network with its preprocessing).
+Checkpoints every ``checkpoint_every`` steps and at each epoch's end hold everything a
+run depends on (weights, optimizer variables, dropout's random state, the epoch's
+running sums): ``resume=True`` continues from the newest one and ends where an
+uninterrupted run ends. A non-finite loss stops the run with the last good checkpoint
+kept. Validation runs distributed, every worker over its share.
+
+Run directory: ``config.json`` (with the resolved precision, strategy and replicas),
+``checkpoints/``, ``history.{json,csv}``, ``metrics.json`` (the last validation's full
+metrics), ``tensorboard/``, ``curves.png``, ``predictions.png`` (segmentation and
+detection) and ``model.weights.h5`` (a kcnn weights file with its metadata).
 """
 
 import dataclasses
@@ -23,14 +30,15 @@ import time
 import keras
 import tensorflow as tf
 
-from kcnn import data, registry
+from kcnn import registry
 from kcnn.atomic import write_json
-from kcnn.models import build
+from kcnn.tasks.models import TASK_MODELS
 from kcnn.train import checkpoints, hardware, history, recipes
-from kcnn.weights import PRESETS, Preprocessing, files
+from kcnn.train.task_data import TASK_DATA
+from kcnn.train.validation import Validator, batch_sums, read, statistics_variables, summary
+from kcnn.weights import files
 
-AUX_LOSS_WEIGHT = 0.3  # Szegedy et al. 2014, section 5
-GRAYSCALE = Preprocessing("gray", "RGB", 1 / 255, (0.5,), (0.5,))
+LOG_EVERY = 20  # steps between the host's reads of the running sums (progress bar, non-finite check)
 
 
 class TrainingStopped(RuntimeError):
@@ -38,176 +46,68 @@ class TrainingStopped(RuntimeError):
 
 
 @dataclasses.dataclass
-class Settings:
-    model: str
+class RunSettings:
+    """Everything a run's result depends on (``config.json``), for every task."""
+
+    task: str
+    backbone: str
     dataset: str
     out: str
     recipe: recipes.Recipe
+    input_shape: tuple
+    head: str = None
+    weights: str = None
+    backbone_options: dict = dataclasses.field(default_factory=dict)
+    head_options: dict = dataclasses.field(default_factory=dict)
+    freeze_backbone_epochs: int = 0
+    freeze_bn: bool = False
+    backbone_lr_factor: float = 1.0
     precision: str = "auto"
     strategy: str = "auto"
-    input_shape: tuple = None
-    model_options: dict = dataclasses.field(default_factory=dict)
     checkpoint_every: int = 500
     seed: int = 0
     data_dir: str = None
     manual_dir: str = None
     download: bool = False
     xla: bool = False  # compile each replica's step with XLA (slower on this project's CPUs; try it on GPUs)
+    epochs: int = None  # a length replacing the recipe's (its schedule scaled to it)
+    steps: int = None
 
 
-def _run_settings(model, dataset, out, recipe, overrides, epochs, steps, **rest):
-    spec = registry.get(model)
-    recipe = recipes.get(recipe or recipes.DEFAULT_RECIPE[spec.family], **(overrides or {}))
-    if epochs is not None and steps is not None:
-        raise ValueError("give --epochs or --steps, not both")
-    if epochs is not None:
-        recipe = recipe.with_length(epochs, "epochs")
-    if steps is not None:
-        recipe = recipe.with_length(steps, "steps")
-    return Settings(model=spec.name, dataset=os.fspath(dataset), out=os.fspath(out), recipe=recipe, **rest)
+@dataclasses.dataclass
+class Group:
+    """Variables trained together: one optimizer, a rate factor, trained from ``start_epoch`` on."""
+
+    name: str
+    layers: list
+    variables: list
+    optimizer: keras.optimizers.Optimizer
+    start_epoch: int = 0
 
 
-class Loop:
-    """The model, optimizer and compiled steps of one run."""
-
-    def __init__(self, settings, strategy, info, shape):
-        self.settings, self.strategy = settings, strategy
-        self.replicas = strategy.num_replicas_in_sync
-        self.global_batch = settings.recipe.batch_size
-        with strategy.scope():
-            self.model = build(settings.model, classes=info.num_classes, input_shape=shape,
-                               classifier_activation=None, **settings.model_options)
-            optimizer = settings.recipe.build_optimizer()
-            if keras.mixed_precision.global_policy().name == "mixed_float16":
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-            optimizer.build(self.model.trainable_variables)
-            self.optimizer = optimizer
-        compile_replica = (lambda fn: tf.function(fn, jit_compile=True)) if settings.xla else (lambda fn: fn)
-        self.train_step = tf.function(distributed(strategy, compile_replica(self._train_replica)))
-        self.eval_step = tf.function(distributed(strategy, compile_replica(self._eval_replica)))
-
-    def _logits(self, images, training):
-        outputs = self.model(images, training=training)
-        if isinstance(outputs, dict):
-            return tf.cast(outputs["predictions"], tf.float32), [
-                tf.cast(v, tf.float32) for k, v in sorted(outputs.items()) if k != "predictions"]
-        return tf.cast(outputs, tf.float32), []
-
-    def _train_replica(self, images, labels):
-        decay = self.settings.recipe.weight_decay
-        with tf.GradientTape() as tape:
-            logits, aux = self._logits(images, training=True)
-            per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
-            for aux_logits in aux:
-                aux_loss = keras.losses.sparse_categorical_crossentropy(labels, aux_logits, from_logits=True)
-                loss += AUX_LOSS_WEIGHT * tf.nn.compute_average_loss(aux_loss, global_batch_size=self.global_batch)
-            if decay:
-                squares = tf.add_n([tf.reduce_sum(tf.square(tf.cast(w, tf.float32)))
-                                    for w in self.model.trainable_weights])
-                loss += 0.5 * decay * squares / self.replicas
-            scaled = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled, self.model.trainable_variables)
-        self.optimizer.apply(gradients, self.model.trainable_variables)
-        return batch_sums(labels, logits, per_example)
-
-    def _eval_replica(self, images, labels):
-        logits, _ = self._logits(images, training=False)
-        per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-        return batch_sums(labels, logits, per_example)
-
-    def run_epoch(self, dataset, step_fn, on_step=None):
-        totals = {}
-        for batch in self.strategy.experimental_distribute_dataset(dataset):
-            sums = {k: float(v) for k, v in step_fn(batch).items()}
-            add_sums(totals, sums)
-            if on_step is not None and on_step(sums):
-                break
-        return averages(totals)
-
-
-def checkpoint_or_stop(checkpoint_dir, model, optimizer, state, chief):
-    """A checkpoint of ``state`` (on the chief), or ``TrainingStopped`` when the weights are no longer finite."""
-    if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.trainable_variables):
-        raise TrainingStopped(f"weights became non-finite by step {state['step']}; the last good "
-                              f"checkpoint is kept in {checkpoint_dir}: lower the learning rate and --resume")
-    if chief:
-        checkpoints.save(checkpoint_dir, model, optimizer, state)
-
-
-def stop_if_not_finite(loss, state, checkpoint_dir):
-    """``TrainingStopped`` naming the step when a batch's mean ``loss`` is NaN or infinite."""
-    if not math.isfinite(loss):
-        raise TrainingStopped(
-            f"loss became {loss} at step {state['step'] + 1} (epoch {state['epoch'] + 1}); the last good "
-            f"checkpoint is kept in {checkpoint_dir}: lower the learning rate and --resume")
-
-
-def distributed(strategy, replica_fn):
-    """A step running ``replica_fn(*batch) -> {name: sum}`` on every replica, the sums added up."""
-    def step(batch):
-        sums = strategy.run(replica_fn, args=batch)
-        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in sums.items()}
-    return step
-
-
-def batch_sums(labels, scores, per_example_loss):
-    """A batch's loss sum and top-1/top-5 hit counts (``scores``: logits or probabilities) and size."""
-    labels = tf.cast(labels, tf.int32)
-    k = min(5, scores.shape[-1])
-    return {"loss": tf.reduce_sum(per_example_loss),
-            "top1": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, scores, 1), tf.float32)),
-            "top5": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, scores, k), tf.float32)),
-            "count": tf.cast(tf.shape(labels)[0], tf.float32)}
-
-
-def add_sums(totals, sums):
-    for key, value in sums.items():
-        totals[key] = totals.get(key, 0.0) + float(value)
-
-
-def averages(totals):
-    """Totals of ``batch_sums`` -> mean loss, top-1/top-5 in percent, image count."""
-    count = max(totals.get("count", 0.0), 1.0)
-    return {"loss": totals.get("loss", math.nan) / count, "top1": 100 * totals.get("top1", 0.0) / count,
-            "top5": 100 * totals.get("top5", 0.0) / count, "count": int(totals.get("count", 0))}
-
-
-def input_preprocessing(channels):
-    """The normalisation kcnn trains with: ImageNet mean/std for colour, [-1, 1] for grayscale."""
-    return PRESETS["torch"] if channels == 3 else GRAYSCALE
-
-
-def _check_out(settings, resume):
-    config = json.loads(json.dumps(dataclasses.asdict(settings), default=list))
-    return config, checkpoints.check_run_dir(settings.out, config, resume)
-
-
-def pretrain(model, dataset, out, *, recipe=None, overrides=None, epochs=None, steps=None, resume=False,
-             verbose=1, **settings):
-    """Trains zoo model ``model`` on ``dataset`` (see ``kcnn.data``) into run directory ``out``.
-
-    ``recipe`` names a recipe (default: the family's paper recipe), ``overrides`` changes
-    its fields, ``epochs``/``steps`` its length; ``settings`` are ``Settings`` fields
-    (precision, strategy, input_shape, model_options, checkpoint_every, seed, data_dir,
-    manual_dir, download). Returns the history rows.
-    """
-    settings = _run_settings(model, dataset, out, recipe, overrides, epochs, steps, **settings)
+def train(settings, *, preprocessing, resume=False, force_resume=False, verbose=1):
+    """Runs ``settings`` into its run directory; returns the history rows (one per epoch)."""
     strategy = hardware.resolve_strategy(settings.strategy)  # multi-worker: before any other TF op
     chief = hardware.is_chief(strategy)
-    # Only the chief refuses an existing run: a worker may start after the chief's first checkpoint.
-    config, existing = _check_out(settings, resume or not chief)
-    existing = existing if resume else None
-    spec = registry.get(settings.model)
-    shape = tuple(settings.input_shape or spec.input_shape)
-    info = data.dataset_info(settings.dataset, data_dir=settings.data_dir, manual_dir=settings.manual_dir,
-                             download=settings.download)
+    task_data = TASK_DATA[settings.task](
+        settings.dataset, input_shape=settings.input_shape, preprocessing=preprocessing,
+        augment=settings.recipe.augment, data_dir=settings.data_dir, manual_dir=settings.manual_dir,
+        download=settings.download)
+    info = task_data.info
     steps_per_epoch = info.num_examples["train"] // settings.recipe.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"batch size {settings.recipe.batch_size} is larger than the training split "
                          f"({info.num_examples['train']} images)")
-    total_steps = settings.recipe.total_steps(steps_per_epoch)
+    recipe, note = settings.recipe.for_run(steps_per_epoch, epochs=settings.epochs, steps=settings.steps)
     policy = hardware.resolve_precision(settings.precision)
+    config = json.loads(json.dumps(dataclasses.asdict(settings), default=list))
+    config.update(precision=policy, strategy=hardware.strategy_name(strategy),
+                  replicas=strategy.num_replicas_in_sync)
+    # Only the chief refuses an existing run: a worker may start after the chief's first checkpoint.
+    existing = checkpoints.check_run_dir(settings.out, config, resume or not chief, force=force_resume)
+    existing = existing if resume else None
+    if note and verbose and not existing:
+        print(note)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(settings.seed)  # the same initial weights in every process of a run
@@ -215,80 +115,249 @@ def pretrain(model, dataset, out, *, recipe=None, overrides=None, epochs=None, s
         os.makedirs(settings.out, exist_ok=True)
         if chief:
             write_json(os.path.join(settings.out, "config.json"), config)
-        loop = Loop(settings, strategy, info, shape)
-        return _train(settings, loop, info, shape, steps_per_epoch, total_steps, existing, chief, verbose)
+        loop = Loop(settings, recipe, strategy, task_data, steps_per_epoch)
+        return loop.run(existing, chief, verbose)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _dataset(settings, info, shape, split, epoch):
-    training = split == "train"
-    dataset, _ = data.load_classification(
-        settings.dataset, split, image_size=shape[:2], channels=shape[2], batch_size=settings.recipe.batch_size,
-        training=training, augment=settings.recipe.augment if training else None,
-        seed=settings.seed * 100_003 + epoch, data_dir=settings.data_dir, manual_dir=settings.manual_dir)
-    normalise = input_preprocessing(shape[2])
-    return dataset.map(lambda images, labels: (normalise(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
+def build_task_model(settings, num_classes):
+    """The task model of ``settings`` (built inside the caller's strategy scope)."""
+    if settings.task == "classification":
+        return TASK_MODELS["classification"](settings.backbone, num_classes, input_shape=settings.input_shape,
+                                             backbone_options=settings.backbone_options)
+    return TASK_MODELS[settings.task](
+        settings.backbone, num_classes, image_size=settings.input_shape[:2], head=settings.head,
+        backbone_options=settings.backbone_options, head_options=settings.head_options,
+        backbone_weights=settings.weights)
 
 
-def _train(settings, loop, info, shape, steps_per_epoch, total_steps, existing, chief, verbose):
-    checkpoint_dir = os.path.join(settings.out, "checkpoints")
-    state = {"step": 0, "epoch": 0, "batch": 0, "history": []}
-    if chief:
-        checkpoints.remove_partials(checkpoint_dir)
-    if existing:
-        state = checkpoints.restore(existing, loop.model, loop.optimizer)
-    board = history.TensorBoard(settings.out) if chief else None
-    epochs = math.ceil(total_steps / steps_per_epoch)
-    validation = _dataset(settings, info, shape, "val", 0)  # not shuffled: one pipeline serves every epoch
+class Loop:
+    """The model, its parameter groups, the compiled steps and the device-side running sums of one run."""
 
-    def save():
-        checkpoint_or_stop(checkpoint_dir, loop.model, loop.optimizer, state, chief)
+    def __init__(self, settings, recipe, strategy, task_data, steps_per_epoch):
+        self.settings, self.recipe, self.strategy, self.data = settings, recipe, strategy, task_data
+        self.steps_per_epoch, self.total_steps = steps_per_epoch, recipe.total_steps(steps_per_epoch)
+        self.replicas = strategy.num_replicas_in_sync
+        with strategy.scope():
+            self.model = build_task_model(settings, task_data.info.num_classes)
+            if self.replicas > 1:  # batch statistics over the global batch: N replicas train as one
+                for layer in self._batch_norms(self.model.layers):
+                    layer.synchronized = True
+            self.groups = self._groups()
+        self.train_sums = statistics_variables(self.model)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.first_bad_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
+        self.validate = Validator(self.model, task_data, strategy)
+        self.train_steps = {}
 
-    while state["step"] < total_steps:
-        epoch = state["epoch"]
-        dataset = _dataset(settings, info, shape, "train", epoch).skip(state["batch"])
-        remaining = min(steps_per_epoch - state["batch"], total_steps - state["step"])
-        progress = keras.utils.Progbar(remaining, verbose=verbose, stateful_metrics=["loss", "lr"])
-        started = time.perf_counter()
+    @staticmethod
+    def _batch_norms(layers):
+        return [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
 
-        def on_step(sums):
-            loss = sums["loss"] / max(sums["count"], 1.0)
-            stop_if_not_finite(loss, state, checkpoint_dir)
-            state["step"] += 1
-            state["batch"] += 1
-            lr = settings.recipe.learning_rate(state["step"], steps_per_epoch)
-            loop.optimizer.learning_rate.assign(lr)
-            progress.add(1, [("loss", loss), ("lr", lr)])
-            if state["step"] % settings.checkpoint_every == 0:
-                save()
-            return state["step"] >= total_steps or state["batch"] >= steps_per_epoch
+    def _groups(self):
+        settings, model = self.settings, self.model
+        backbone_names = set(model.backbone_layers)
+        if settings.freeze_bn:
+            for layer in self._batch_norms(layer for layer in model.layers if layer.name in backbone_names):
+                layer.trainable = False
+        parts = [("all", [layer for layer in model.layers], 1.0, 0)]
+        if settings.task != "classification":
+            parts = [("head", [layer for layer in model.layers if layer.name not in backbone_names], 1.0, 0),
+                     ("backbone", [layer for layer in model.layers if layer.name in backbone_names],
+                      settings.backbone_lr_factor, settings.freeze_backbone_epochs)]
+        groups = []
+        for name, layers, factor, start_epoch in parts:
+            variables = [v for layer in layers for v in layer.trainable_weights]
+            schedule = self.recipe.lr_schedule(self.steps_per_epoch, factor=factor,
+                                               offset=start_epoch * self.steps_per_epoch)
+            optimizer = self.recipe.build_optimizer(schedule)
+            if keras.mixed_precision.global_policy().name == "mixed_float16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            optimizer.build(variables)
+            groups.append(Group(name, layers, variables, optimizer, start_epoch))
+        return groups
 
-        loop.optimizer.learning_rate.assign(settings.recipe.learning_rate(state["step"], steps_per_epoch))
-        train = loop.run_epoch(dataset.take(remaining), loop.train_step, on_step)
-        seconds = time.perf_counter() - started
-        val = loop.run_epoch(validation, loop.eval_step)
-        row = {"epoch": epoch + 1, "step": state["step"],
-               "lr": float(loop.optimizer.learning_rate.numpy()), "loss": train["loss"],
-               "top1": train["top1"], "top5": train["top5"], "val_loss": val["loss"], "val_top1": val["top1"],
-               "val_top5": val["top5"], "images_per_second": train["count"] / max(seconds, 1e-9),
-               "skipped_images": data.skipped_images()}
-        state["history"].append(row)
-        state["epoch"], state["batch"] = epoch + 1, 0
-        save()
+    @property
+    def state_arrays(self):
+        """What a checkpoint holds besides the weights: optimizer variables and random seed states."""
+        seeds = [v for v in self.model.variables if "seed_generator" in v.path]
+        return [v for group in self.groups for v in group.optimizer.variables] + seeds
+
+    # -- compiled steps -------------------------------------------------------------------------
+
+    def train_step(self, epoch):
+        """The compiled step of the groups that train at ``epoch``; layers of the others are frozen."""
+        active = tuple(group for group in self.groups if group.start_epoch <= epoch)
+        for group in self.groups:
+            for layer in group.layers:
+                if not (self.settings.freeze_bn and layer.name in self.model.backbone_layers
+                        and isinstance(layer, keras.layers.BatchNormalization)):
+                    layer.trainable = group in active
+        key = tuple(group.name for group in active)
+        if key not in self.train_steps:
+            replica = self._replica_train(active)
+            if self.settings.xla:
+                replica = tf.function(replica, jit_compile=True)
+            self.train_steps[key] = tf.function(lambda batch: self._distributed_train(replica, batch))
+        return self.train_steps[key]
+
+    def _replica_train(self, groups):
+        model, global_batch = self.model, self.recipe.batch_size
+        variables = [v for group in groups for v in group.variables]
+        first = groups[0].optimizer
+
+        def replica(images, targets):
+            with tf.GradientTape() as tape:
+                outputs = model(images, training=True)
+                per_example = model.per_example_loss(targets, outputs)
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                if self.recipe.weight_decay:
+                    squares = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
+                    loss += 0.5 * self.recipe.weight_decay * squares / self.replicas
+                scaled = first.scale_loss(loss)
+            gradients = tape.gradient(scaled, variables)
+            start = 0
+            for group in groups:
+                part = gradients[start:start + len(group.variables)]
+                start += len(group.variables)
+                if group.optimizer is not first:  # one loss scale for all: 1 unless float16 loss scaling
+                    rescale = group.optimizer.scale_loss(1.0) / first.scale_loss(1.0)
+                    part = [g * tf.cast(rescale, g.dtype) for g in part]
+                group.optimizer.apply(part, group.variables)
+            return batch_sums(model, targets, outputs, per_example)
+
+        return replica
+
+    def _distributed_train(self, replica, batch):
+        sums = {key: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+                for key, value in self.strategy.run(replica, args=batch).items()}
+        self.step.assign_add(1)
+        bad = tf.logical_and(self.first_bad_step < 0, tf.logical_not(tf.math.is_finite(sums["loss"])))
+        self.first_bad_step.assign(tf.where(bad, self.step, self.first_bad_step))
+        for key, value in sums.items():
+            self.train_sums[key].assign_add(value)
+
+    # -- the run --------------------------------------------------------------------------------
+
+    def check_finite(self, state):
+        bad = int(self.first_bad_step.numpy())
+        if bad >= 0:
+            raise TrainingStopped(
+                f"loss became non-finite at step {bad} (epoch {state['epoch'] + 1}); the last good checkpoint "
+                f"is kept in {os.path.join(self.settings.out, 'checkpoints')}: lower the learning rate and --resume")
+        if not bool(_all_finite(self.model.trainable_variables)):
+            raise TrainingStopped(
+                f"weights became non-finite by step {state['step']}; the last good checkpoint is kept in "
+                f"{os.path.join(self.settings.out, 'checkpoints')}: lower the learning rate and --resume")
+
+    def run(self, existing, chief, verbose):
+        settings, recipe = self.settings, self.recipe
+        checkpoint_dir = os.path.join(settings.out, "checkpoints")
+        state = {"step": 0, "epoch": 0, "batch": 0, "history": [], "sums": read(self.train_sums)}
         if chief:
-            history.record_epoch(settings.out, state["history"], board, state["step"])
-        if verbose:
-            print(f"epoch {epoch + 1}/{epochs}: loss {row['loss']:.4f} top-1 {row['top1']:.2f}% "
-                  f"val top-1 {row['val_top1']:.2f}% val top-5 {row['val_top5']:.2f}% "
-                  f"({row['images_per_second']:.1f} img/s)")
-    if chief:
-        board.close()
-        history.plot(settings.out, state["history"])
-    if verbose and data.skipped_images():
-        print(f"skipped {data.skipped_images()} unreadable images (see the warnings above for their paths)")
-    _save_model(settings, loop.model, info, shape, _model_path(settings.out, loop.strategy, chief))
-    return state["history"]
+            checkpoints.remove_partials(checkpoint_dir)
+        if existing:
+            state = checkpoints.restore(existing, self.model, self.state_arrays)
+            for key, value in state["sums"].items():
+                self.train_sums[key].assign(value)
+        board = history.TensorBoard(settings.out) if chief else None
+        epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        validation = self.data.pipeline("val", training=False, seed=0, batch_size=recipe.batch_size)
+        metrics, trained = None, False
+
+        def save():
+            self.check_finite(state)
+            state["sums"] = read(self.train_sums)
+            if chief:
+                checkpoints.save(checkpoint_dir, self.model, self.state_arrays, state)
+
+        while state["step"] < self.total_steps:
+            epoch, trained = state["epoch"], True
+            step_fn = self.train_step(epoch)
+            remaining = min(self.steps_per_epoch - state["batch"], self.total_steps - state["step"])
+            dataset = self.data.pipeline("train", training=True, seed=settings.seed * 100_003 + epoch,
+                                         batch_size=recipe.batch_size).skip(state["batch"]).take(remaining)
+            progress = keras.utils.Progbar(remaining, verbose=verbose, stateful_metrics=["loss", "lr"])
+            started, first_step = time.perf_counter(), state["step"]
+            samples_before = state["sums"]["samples"]
+            self.step.assign(state["step"])
+            for batch in self.strategy.experimental_distribute_dataset(dataset):
+                step_fn(batch)
+                state["step"] += 1
+                state["batch"] += 1
+                checkpoint = state["step"] % settings.checkpoint_every == 0
+                if checkpoint or (state["step"] - first_step) % LOG_EVERY == 0:
+                    self.check_finite(state)
+                    running = read(self.train_sums)
+                    progress.update(state["step"] - first_step, [
+                        ("loss", running["loss"] / max(running["samples"], 1.0)),
+                        ("lr", recipe.learning_rate(state["step"] - 1, self.steps_per_epoch))])
+                if checkpoint:
+                    save()
+            sums = read(self.train_sums)
+            progress.update(state["step"] - first_step, [("loss", sums["loss"] / max(sums["samples"], 1.0))],
+                            finalize=True)
+            seconds = time.perf_counter() - started
+            metrics = self.validate(validation)
+            train = summary(self.model, sums)
+            row = {"epoch": epoch + 1, "step": state["step"],
+                   "lr": recipe.learning_rate(state["step"] - 1, self.steps_per_epoch),
+                   **train, **{f"val_{k}": v for k, v in metrics.items() if isinstance(v, float)},
+                   "images_per_second": (sums["samples"] - samples_before) / max(seconds, 1e-9),
+                   "skipped_samples": self.data.skipped()}
+            state["history"].append(row)
+            state["epoch"], state["batch"] = epoch + 1, 0
+            for variable in self.train_sums.values():
+                variable.assign(tf.zeros_like(variable))
+            save()
+            if chief:
+                history.record_epoch(settings.out, state["history"], board, state["step"])
+            if verbose:
+                key = self.model.key_metric
+                print(f"epoch {epoch + 1}/{epochs}: loss {row['loss']:.4f} val loss {row['val_loss']:.4f} "
+                      f"val {key} {row['val_' + key]:.4f} ({row['images_per_second']:.1f} img/s)")
+        if chief:
+            board.close()
+        if trained or not os.path.isfile(os.path.join(settings.out, "model.weights.h5")):
+            self.finish(state["history"], metrics or self.validate(validation), validation, chief)
+        if verbose and self.data.skipped():
+            print(f"skipped {self.data.skipped()} unreadable or invalid samples (see the warnings above)")
+        return state["history"]
+
+    def finish(self, rows, metrics, validation, chief):
+        """The run's outputs: curves, metrics.json, the prediction figure and model.weights.h5."""
+        out = self.settings.out
+        if chief:
+            write_json(os.path.join(out, "metrics.json"), {"split": "val", **metrics})
+            history.plot(out, rows, self.model.key_metric)
+            if self.data.figure:
+                raw = self.data.raw("val", training=False, seed=0, batch_size=self.recipe.batch_size)
+                images, targets = next(iter(raw))
+                normalised, _ = next(iter(validation))
+                self.data.draw(self.model, images, targets, self.model(normalised, training=False),
+                               os.path.join(out, self.data.figure))
+        files.save(self.model, _model_path(out, self.strategy, chief), self.metadata(metrics))
+
+    def metadata(self, metrics):
+        settings, info = self.settings, self.data.info
+        return {
+            "task": settings.task, "head": settings.head, "head_options": dict(settings.head_options),
+            "architecture": settings.backbone, "options": dict(settings.backbone_options),
+            "include_top": settings.task == "classification", "classes": info.num_classes,
+            "input_shape": list(settings.input_shape), "preprocessing": self.data.preprocessing.to_dict(),
+            "class_names": list(info.class_names),
+            "source": {"library": "kcnn", "file": None, "sha256": None, "url": None, "top1": None, "top5": None,
+                       "run": os.path.abspath(settings.out), "dataset": settings.dataset,
+                       "backbone_weights": settings.weights},
+            "metrics": {k: v for k, v in metrics.items() if not isinstance(v, dict)},
+            "skipped_tensors": [],
+        }
+
+
+@tf.function
+def _all_finite(variables):
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
 
 
 def _model_path(out, strategy, chief):
@@ -299,12 +368,6 @@ def _model_path(out, strategy, chief):
     return os.path.join(out, "workers", f"{resolver.task_type}-{resolver.task_id}", "model.weights.h5")
 
 
-def _save_model(settings, model, info, shape, path):
-    files.save(model, path, {
-        "architecture": settings.model, "options": dict(settings.model_options), "include_top": True,
-        "classes": info.num_classes, "input_shape": list(shape),
-        "preprocessing": input_preprocessing(shape[2]).to_dict(), "class_names": list(info.class_names),
-        "source": {"library": "kcnn", "file": None, "sha256": None, "url": None, "top1": None, "top5": None,
-                   "run": os.path.abspath(settings.out), "dataset": settings.dataset},
-        "skipped_tensors": [],
-    })
+def input_shape_of(backbone, input_shape):
+    """``input_shape`` (H, W, C), defaulting to the zoo model's own."""
+    return tuple(input_shape or registry.get(backbone).input_shape)

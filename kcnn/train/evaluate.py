@@ -14,8 +14,7 @@ import tensorflow as tf
 
 from kcnn import data
 from kcnn.data.augment import CENTER_CROP_AUGMENTATIONS
-from kcnn.models import build
-from kcnn.train.engine import add_sums, averages, batch_sums
+from kcnn.tasks import ImageClassifier
 from kcnn.weights import Preprocessing, read_metadata
 
 EVAL_CROP_FRACTION = 0.875
@@ -50,13 +49,14 @@ def ten_crops(images, crop_size):
 
 def evaluate(source, dataset, *, split="val", ten_crop=False, batch_size=64, data_dir=None, manual_dir=None):
     """``{"top1", "top5", "loss", "count"}`` (percentages) of ``source`` on ``dataset``'s ``split``;
-    the same sums as training's validation, over probabilities instead of logits."""
+    the classifier's own statistics (as training's validation), over probabilities instead of logits."""
     path = _weights_path(source)
     metadata = read_metadata(path)
     if metadata is None:
         raise ValueError(f"{path!r} has no kcnn metadata (architecture, classes, preprocessing): "
                          "evaluate a kcnn run or a file from `kcnn weights import`")
-    model = build(metadata["architecture"], weights=path, classifier_activation=None)
+    model = ImageClassifier(metadata["architecture"], metadata["classes"], input_shape=metadata["input_shape"],
+                            backbone_options=metadata["options"], backbone_weights=path)
     info = data.dataset_info(dataset, data_dir=data_dir, manual_dir=manual_dir)
     if info.num_classes != metadata["classes"]:
         raise ValueError(f"{dataset!r} has {info.num_classes} classes, the model {metadata['classes']}")
@@ -84,5 +84,10 @@ def evaluate(source, dataset, *, split="val", ten_crop=False, batch_size=64, dat
     totals = {}
     for batch, labels in images:
         scores = probabilities(batch)
-        add_sums(totals, batch_sums(labels, scores, keras.losses.sparse_categorical_crossentropy(labels, scores)))
-    return averages(totals)
+        sums = {"loss": tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(labels, scores)),
+                **model.statistics(labels, scores)}
+        for key, value in sums.items():
+            totals[key] = totals.get(key, 0.0) + float(value)
+    metrics = {key: float(value) for key, value in model.summarize(totals).items()}
+    count = int(totals.get("count", 0))
+    return {**metrics, "loss": totals.get("loss", float("nan")) / max(count, 1), "count": count}

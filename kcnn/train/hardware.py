@@ -91,6 +91,13 @@ def resolve_strategy(name="auto"):
     return tf.distribute.get_strategy()
 
 
+def strategy_name(strategy):
+    """The name of a resolved strategy, one of ``STRATEGIES`` but ``auto`` (what ``config.json`` records)."""
+    kinds = {tf.distribute.MultiWorkerMirroredStrategy: "multiworker", tf.distribute.MirroredStrategy: "mirrored",
+             tf.distribute.TPUStrategy: "tpu"}
+    return next((name for kind, name in kinds.items() if isinstance(strategy, kind)), "default")
+
+
 def is_chief(strategy):
     """Whether this process writes checkpoints and logs (task 0 of a multi-worker cluster)."""
     resolver = getattr(strategy, "cluster_resolver", None)

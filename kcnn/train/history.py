@@ -61,33 +61,15 @@ def save_figure(figure, path):
     return path
 
 
-def plot(run_dir, rows, path="curves.png"):
-    """Training curves (loss; top-1 error, train and val) as a PNG; returns its path."""
+def plot(run_dir, rows, metric, path="curves.png"):
+    """Training curves (loss and ``metric``, train where the rows have it and val) as a PNG; returns its path."""
     epochs = [row["epoch"] for row in rows]
-    figure, (loss_axis, error_axis) = subplots(1, 2, figsize=(10, 4))
-    loss_axis.plot(epochs, [row["loss"] for row in rows], marker="o", label="train")
-    loss_axis.plot(epochs, [row["val_loss"] for row in rows], marker="o", label="val")
-    loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    error_axis.plot(epochs, [100 - row["top1"] for row in rows], marker="o", label="train")
-    error_axis.plot(epochs, [100 - row["val_top1"] for row in rows], marker="o", label="val")
-    error_axis.set(xlabel="epoch", ylabel="top-1 error (%)", title="error")
-    for axis in (loss_axis, error_axis):
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    return save_figure(figure, os.path.join(run_dir, path))
-
-
-def plot_dense(run_dir, rows, metric, path="curves.png"):
-    """Fine-tuning curves (loss, train and val; the validation ``metric``) as a PNG; returns its path."""
-    epochs = [row["epoch"] for row in rows]
-    figure, (loss_axis, metric_axis) = subplots(1, 2, figsize=(10, 4))
-    loss_axis.plot(epochs, [row["loss"] for row in rows], marker="o", label="train")
-    loss_axis.plot(epochs, [row["val_loss"] for row in rows], marker="o", label="val")
-    loss_axis.set(xlabel="epoch", ylabel="loss", title="loss")
-    metric_axis.plot(epochs, [row[f"val_{metric}"] for row in rows], marker="o", label="val")
-    metric_axis.set(xlabel="epoch", ylabel=metric, title=f"validation {metric}")
-    for axis in (loss_axis, metric_axis):
+    figure, axes = subplots(1, 2, figsize=(10, 4))
+    for axis, key in zip(axes, ("loss", metric)):
+        for prefix, name in (("", "train"), ("val_", "val")):
+            if all(prefix + key in row for row in rows):
+                axis.plot(epochs, [row[prefix + key] for row in rows], marker="o", label=name)
+        axis.set(xlabel="epoch", ylabel=key, title=key)
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()

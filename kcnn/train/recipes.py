@@ -1,7 +1,10 @@
 """Each paper's training schedule as data: optimizer, batch, learning-rate schedule, length, augmentation.
 
 Schedules count in ``steps`` (iterations, as the ResNet CIFAR recipe does) or in
-``epochs``; the engine turns epochs into steps once it knows the dataset size.
+``epochs``; the engine turns epochs into steps once it knows the dataset size
+(``Recipe.in_steps``), and ``Recipe.for_run`` fits a recipe to ``--epochs`` or ``--steps``
+by scaling its boundaries and keeping its warm-up. ``Recipe.lr_schedule`` gives the
+same rates as a Keras ``LearningRateSchedule`` (``RecipeSchedule``).
 Where a paper lowered the rate "when the validation error stopped improving", the
 recipe lowers it at fixed epochs instead (the comments say which), so runs repeat.
 
@@ -15,8 +18,10 @@ recipe lowers it at fixed epochs instead (the comments say which), so runs repea
 import dataclasses
 import difflib
 import math
+import operator
 
 import keras
+import numpy as np
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("step", "cosine", "poly")
@@ -59,14 +64,78 @@ class Recipe:
             return self.lr * 0.5 * (1 + math.cos(math.pi * progress))
         return self.lr * (1 - progress) ** POLY_POWER
 
-    def with_length(self, length, unit):
-        """This recipe trained for ``length`` ``unit``; a schedule counted in the other unit is dropped."""
-        if unit == self.unit:
-            return self.replace(length=length, warmup=min(self.warmup, length - 1))
-        return self.replace(length=length, unit=unit, boundaries=(), warmup=0)
+    def in_steps(self, steps_per_epoch):
+        """This recipe with ``unit="steps"``: length, boundaries and warm-up in steps.
+
+        An epochs recipe's values become ``round(value * steps_per_epoch)`` (as ``learning_rate``
+        counts them), so the copy gives the same rate at every step; a steps recipe is returned as is.
+        """
+        steps_per_epoch = _positive_int("steps_per_epoch", steps_per_epoch)
+        if self.unit == "steps":
+            return self
+        return self.replace(unit="steps", length=self.total_steps(steps_per_epoch),
+                            boundaries=tuple(self.to_steps(b, steps_per_epoch) for b in self.boundaries),
+                            warmup=self.to_steps(self.warmup, steps_per_epoch))
+
+    def for_run(self, steps_per_epoch, *, epochs=None, steps=None):
+        """``(recipe in steps, note)`` for a run of ``epochs`` or ``steps`` (neither: the recipe's own length).
+
+        A new length scales the boundaries proportionally (rounded to steps, strictly increasing,
+        within ``1 .. total - 1``; ones that rounding merges, or that the recipe never reached, are
+        dropped) and keeps the warm-up in steps, at most a tenth of the run. ``note`` is one line
+        saying what changed, for the run to print once; ``None`` when the length is the recipe's own.
+
+        >>> recipe, note = get("retinanet").for_run(75, epochs=10)
+        >>> recipe.length, recipe.boundaries, recipe.warmup, recipe.unit
+        (750, (500, 667), 75, 'steps')
+        >>> print(note)
+        recipe retinanet: 90000 steps -> 750 steps (--epochs 10 x 75 steps); lr x0.1 at steps 60000, 80000 -> 500, 667; warm-up 500 -> 75 steps (at most a tenth of the run)
+        """
+        if epochs is not None and steps is not None:
+            raise ValueError("give --epochs or --steps, not both")
+        base = self.in_steps(steps_per_epoch)
+        spe = _positive_int("steps_per_epoch", steps_per_epoch)
+        if epochs is None and steps is None:
+            return base, None
+        if epochs is not None:
+            total, how = _positive_int("--epochs", epochs) * spe, f"--epochs {epochs} x {spe} steps"
+        else:
+            total, how = _positive_int("--steps", steps), f"--steps {steps}"
+        old_total = base.length
+        if total == old_total:
+            return base, None
+        boundaries, merged, unreached = _scale_boundaries(base.boundaries, old_total, total)
+        warmup = min(base.warmup, max(0, total // 10))
+        recipe = base.replace(length=total, boundaries=boundaries, warmup=warmup)
+
+        was = f"{self.length} epochs ({old_total} steps)" if self.unit == "epochs" else f"{old_total} steps"
+        parts = [f"recipe {self.name}: {was} -> {total} steps ({how})"]
+        if self.schedule == "step" and base.boundaries:
+            scaled = f"lr x{self.factor:g} at steps {_step_list(sorted(base.boundaries))} -> {_step_list(boundaries)}"
+            dropped = [f"{n} {why}" for n, why in ((merged, "merged by rounding"),
+                                                    (unreached, "never reached")) if n]
+            parts.append(scaled + (f" ({', '.join(dropped)}: dropped)" if dropped else ""))
+        elif self.schedule != "step":
+            parts.append(f"{self.schedule} decay over the {total} steps")
+        if base.warmup and warmup != base.warmup:
+            parts.append(f"warm-up {base.warmup} -> {warmup} steps (at most a tenth of the run)")
+        elif base.warmup:
+            parts.append(f"warm-up {warmup} steps kept")
+        return recipe, "; ".join(parts)
+
+    def lr_schedule(self, steps_per_epoch, factor=1.0, offset=0):
+        """This recipe's rates as a Keras ``LearningRateSchedule`` (``factor`` x the rate at step + ``offset``).
+
+        Named ``lr_schedule`` because ``schedule`` is the field naming the decay ("step", "cosine", "poly").
+        """
+        return RecipeSchedule(self, steps_per_epoch, factor=factor, offset=offset)
 
     def build_optimizer(self, learning_rate=None):
-        """A fresh Keras optimizer for this recipe (the loop sets its rate every step)."""
+        """A fresh Keras optimizer for this recipe.
+
+        ``learning_rate`` may be a number (the loop then sets the rate every step) or a schedule
+        such as ``self.lr_schedule(steps_per_epoch)``.
+        """
         learning_rate = self.lr if learning_rate is None else learning_rate
         if self.optimizer == "adam":
             return keras.optimizers.Adam(learning_rate)
@@ -93,6 +162,102 @@ class Recipe:
             if overrides.get(key, getattr(self, key)) not in accepted:
                 raise ValueError(f"recipe {key} must be one of {', '.join(accepted)}, got {overrides[key]!r}")
         return dataclasses.replace(self, **overrides)
+
+
+def _positive_int(name, value):
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def _scale_boundaries(boundaries, old_total, total):
+    """``boundaries`` (steps of ``old_total``) scaled to ``total``: (kept, merged by rounding, never reached)."""
+    kept, merged, unreached = [], 0, 0
+    for boundary in sorted(boundaries):
+        if boundary >= old_total:
+            unreached += 1
+            continue
+        step = min(max(round(boundary * total / old_total), 1), total - 1)
+        if step < 1 or (kept and step <= kept[-1]):
+            merged += 1
+            continue
+        kept.append(step)
+    return tuple(kept), merged, unreached
+
+
+def _step_list(steps, most=6):
+    steps = [str(step) for step in steps]
+    if not steps:
+        return "none"
+    if len(steps) <= most:
+        return ", ".join(steps)
+    return f"{', '.join(steps[:3])}, ..., {steps[-1]} ({len(steps)} boundaries)"
+
+
+@keras.saving.register_keras_serializable(package="kcnn")
+class RecipeSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """A recipe's learning rate as a Keras schedule: ``factor * recipe.learning_rate(step + offset)``.
+
+    Computed with ``keras.ops`` in float32 (graph-safe, so it runs inside a compiled train step).
+    ``offset`` is for an optimizer that starts counting later than the run, e.g. a fine-tuning
+    backbone's optimizer after frozen epochs: its iteration ``i`` is the run's step ``i + offset``.
+
+    >>> schedule = get("retinanet").lr_schedule(steps_per_epoch=100)
+    >>> [round(float(schedule(step)), 6) for step in (0, 499, 60000, 80000)]
+    [2e-05, 0.01, 0.001, 0.0001]
+    """
+
+    def __init__(self, recipe, steps_per_epoch, factor=1.0, offset=0):
+        super().__init__()
+        self.recipe = recipe
+        self.steps_per_epoch = _positive_int("steps_per_epoch", steps_per_epoch)
+        self.factor, self.offset = float(factor), int(offset)
+        steps = recipe.in_steps(self.steps_per_epoch)
+        self._warmup, self._denominator = steps.warmup, max(steps.length - steps.warmup, 1)
+        self._peak = self.factor * recipe.lr
+        # the step schedule's rates, worked out in float64 as learning_rate does, then stored in float32
+        self._boundaries = np.asarray([int(b) for b in steps.boundaries], "int32")
+        self._rates = np.asarray([self.factor * (recipe.lr * recipe.factor ** drops)
+                                  for drops in range(len(steps.boundaries) + 1)], "float32")
+
+    def __call__(self, step):
+        ops = keras.ops
+        step = ops.cast(step, "int32") + self.offset
+        schedule = self.recipe.schedule
+        if schedule == "step":
+            drops = ops.sum(ops.cast(ops.greater_equal(step, self._boundaries), "int32")) if len(
+                self._boundaries) else ops.zeros((), "int32")
+            rate = ops.take(ops.convert_to_tensor(self._rates), drops)
+        else:
+            # 1 - progress, from whole steps (exact) and one division, so the end of the decay keeps
+            # its precision; cosine uses 0.5 * (1 + cos(pi * p)) = sin(pi / 2 * (1 - p)) ** 2
+            remaining = ops.maximum(self._denominator - (step - self._warmup), 0)
+            left = ops.cast(remaining, "float32") / np.float32(self._denominator)
+            if schedule == "cosine":
+                rate = np.float32(self._peak) * ops.square(ops.sin(left * np.float32(math.pi / 2)))
+            else:
+                rate = np.float32(self._peak) * ops.power(left, np.float32(POLY_POWER))
+        if self._warmup:
+            ramp = ops.cast(step + 1, "float32") * np.float32(self._peak / self._warmup)
+            rate = ops.where(ops.less(step, self._warmup), ramp, rate)
+        return ops.cast(rate, "float32")
+
+    def get_config(self):
+        recipe = dataclasses.asdict(self.recipe)
+        recipe["boundaries"] = list(recipe["boundaries"])
+        return {"recipe": recipe, "steps_per_epoch": self.steps_per_epoch, "factor": self.factor,
+                "offset": self.offset}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        fields = dict(config.pop("recipe"))
+        fields["boundaries"] = tuple(fields.get("boundaries", ()))
+        return cls(Recipe(**fields), **config)
 
 
 RECIPES = {recipe.name: recipe for recipe in (

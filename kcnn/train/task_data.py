@@ -1,0 +1,157 @@
+"""What the training loop needs to know per task besides the model: data, host-side evaluation, figures.
+
+A task's data gives batches of (normalised model inputs, targets) of a split, the raw
+images for figures, the count of skipped samples, and, for detection, the evaluation
+that needs the whole split on the host (COCO mAP by pycocotools). Loss and additive
+metrics belong to the task model (:mod:`kcnn.tasks.models`).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from kcnn import data
+from kcnn.tasks.coco_eval import DetectionEvaluator
+from kcnn.tasks.segmentation import segmentation_metrics
+from kcnn.train import figures
+from kcnn.weights import PRESETS, Preprocessing
+
+GRAYSCALE = Preprocessing("gray", "RGB", 1 / 255, (0.5,), (0.5,))
+MAX_BOXES = 100  # ground-truth boxes kept per image by the detection loaders
+
+
+def default_preprocessing(channels):
+    """The normalisation kcnn trains with from scratch: ImageNet mean/std for colour, [-1, 1] for grayscale."""
+    return PRESETS["torch"] if channels == 3 else GRAYSCALE
+
+
+class TaskData:
+    """A dataset at a fixed input shape, normalised as the model expects."""
+
+    figure = None
+
+    def __init__(self, dataset, *, input_shape, preprocessing, augment="none", data_dir=None, manual_dir=None,
+                 download=False):
+        self.dataset, self.input_shape, self.preprocessing = dataset, tuple(input_shape), preprocessing
+        self.augment, self.data_dir, self.manual_dir, self.download = augment, data_dir, manual_dir, download
+        self.info = self.load_info()
+
+    @property
+    def image_size(self):
+        return self.input_shape[:2]
+
+    def pipeline(self, split, *, training, seed, batch_size):
+        """Batches of (normalised images with the model's channels, targets)."""
+        channels = self.input_shape[2]
+
+        def normalise(images, targets):
+            if images.shape[-1] != channels:
+                images = tf.image.rgb_to_grayscale(images)
+            return self.preprocessing(images), targets
+
+        return self.raw(split, training=training, seed=seed, batch_size=batch_size).map(
+            normalise, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def evaluation(self, model):
+        """A host-side evaluation of the whole split, or ``None`` when the model's additive statistics suffice."""
+        return None
+
+    def details(self, model, sums):
+        """Metrics beyond ``model.summarize`` (per class), from the split's summed statistics."""
+        return {}
+
+    def draw(self, model, images, targets, outputs, path):
+        """A figure of validation predictions at ``path`` (tasks with a ``figure``)."""
+
+
+class ClassificationData(TaskData):
+    def load_info(self):
+        return data.dataset_info(self.dataset, data_dir=self.data_dir, manual_dir=self.manual_dir,
+                                 download=self.download)
+
+    def raw(self, split, *, training, seed, batch_size):
+        dataset, _ = data.load_classification(
+            self.dataset, split, image_size=self.image_size, channels=self.input_shape[2], batch_size=batch_size,
+            training=training, augment=self.augment if training else None, seed=seed, data_dir=self.data_dir,
+            manual_dir=self.manual_dir)
+        return dataset
+
+    def skipped(self):
+        return data.skipped_images()
+
+
+class DenseData(TaskData):
+    def load_info(self):
+        return data.dense_dataset_info(self.dataset, self.task, data_dir=self.data_dir, manual_dir=self.manual_dir,
+                                       download=self.download)
+
+    def skipped(self):
+        return sum(data.skipped_samples().values())
+
+
+class SegmentationData(DenseData):
+    task, figure = "segmentation", "predictions.png"
+
+    def raw(self, split, *, training, seed, batch_size):
+        """Batches of (RGB images 0..255, masks)."""
+        dataset, _ = data.load_segmentation(
+            self.dataset, split, image_size=self.image_size, batch_size=batch_size, training=training, seed=seed,
+            data_dir=self.data_dir, manual_dir=self.manual_dir)
+        return dataset
+
+    def details(self, model, sums):
+        per_class = segmentation_metrics(sums["confusion"], self.info.class_names)["per_class_iou"]
+        return {"per_class_iou": per_class}
+
+    def draw(self, model, images, masks, logits, path):
+        predicted = np.asarray(model.decode(logits))
+        return figures.masks(np.asarray(images), np.asarray(masks), predicted, self.info.class_names, path,
+                             ignore_label=self.info.ignore_label)
+
+
+class DetectionData(DenseData):
+    task, figure = "detection", "predictions.png"
+
+    def raw(self, split, *, training, seed, batch_size):
+        """Batches of (RGB images 0..255, {"boxes" normalised yxyx, "classes", "num_boxes"})."""
+        dataset, _ = data.load_detection(
+            self.dataset, split, image_size=self.image_size, batch_size=batch_size, training=training, seed=seed,
+            max_boxes=MAX_BOXES, data_dir=self.data_dir, manual_dir=self.manual_dir)
+        return dataset
+
+    def evaluation(self, model):
+        return DetectionEvaluation(model, self.image_size, self.info.class_names)
+
+    def draw(self, model, images, targets, outputs, path):
+        found = {k: np.asarray(v) for k, v in model.detect(outputs).items()}
+        truth = [(np.asarray(targets["boxes"])[i, :n], np.asarray(targets["classes"])[i, :n])
+                 for i, n in enumerate(np.asarray(targets["num_boxes"]))]
+        predicted = [(found["detection_boxes"][i, :n], found["detection_scores"][i, :n],
+                      found["detection_classes"][i, :n].astype(int)) for i, n in enumerate(found["num_detections"])]
+        return figures.detections(np.asarray(images), truth, predicted, self.info.class_names, path)
+
+
+class DetectionEvaluation:
+    """COCO mAP (pycocotools) of the decoded, class-wise NMS detections over a split.
+
+    ``outputs`` runs on each replica (graph); ``add`` takes the gathered arrays on the host.
+    """
+
+    def __init__(self, model, image_size, class_names):
+        self.model, self.image_size, self.class_names = model, image_size, list(class_names)
+        self.reset()
+
+    def reset(self):
+        self.evaluator = DetectionEvaluator(self.image_size, self.class_names)
+
+    def outputs(self, targets, y_pred):
+        return {**{k: targets[k] for k in ("boxes", "classes", "num_boxes")}, **self.model.detect(y_pred)}
+
+    def add(self, gathered):
+        arrays = {k: np.asarray(v) for k, v in gathered.items()}
+        self.evaluator.add({k: arrays[k] for k in ("boxes", "classes", "num_boxes")}, arrays)
+
+    def result(self):
+        return self.evaluator.result()
+
+
+TASK_DATA = {"classification": ClassificationData, "segmentation": SegmentationData, "detection": DetectionData}

@@ -1,0 +1,72 @@
+"""One validation for training and ``kcnn evaluate``: a task model over a split, distributed, sums on the device.
+
+Every replica adds its batches' additive statistics (``model.statistics``: loss sums,
+top-k hits, a confusion matrix); the sums are reduced across replicas on the device
+and read once at the end. Metrics that need the whole split on the host (COCO mAP)
+gather their per-batch outputs from every replica.
+"""
+
+import tensorflow as tf
+
+
+def statistics_variables(model):
+    """Zeroed device variables for the loss sums and ``model``'s statistics (plain: every worker holds
+    the same global sums)."""
+    shapes = {"loss": (), "samples": (), **model.statistics_shapes()}
+    return {key: tf.Variable(tf.zeros(shape), trainable=False) for key, shape in shapes.items()}
+
+
+def batch_sums(model, targets, outputs, per_example_loss):
+    """A batch's loss sum, sample count and the model's statistics."""
+    return {"loss": tf.reduce_sum(per_example_loss),
+            "samples": tf.cast(tf.shape(per_example_loss)[0], tf.float32),
+            **model.statistics(targets, outputs)}
+
+
+def read(variables):
+    """The sums on the host, as JSON-able lists and floats."""
+    return {key: variable.numpy().tolist() for key, variable in variables.items()}
+
+
+def summary(model, sums):
+    """Mean loss and the model's metrics of summed statistics, as floats."""
+    values = {key: tf.constant(value, tf.float32) for key, value in sums.items()}
+    metrics = {key: float(value) for key, value in model.summarize(values).items()}
+    return {"loss": sums["loss"] / max(sums["samples"], 1.0), **metrics}
+
+
+class Validator:
+    """The compiled evaluation step of ``model`` on ``task_data``'s splits under ``strategy``."""
+
+    def __init__(self, model, task_data, strategy):
+        self.model, self.data, self.strategy = model, task_data, strategy
+        self.sums = statistics_variables(model)
+        self.evaluation = task_data.evaluation(model)
+        self.step = tf.function(self._step)
+
+    def _step(self, batch):
+        model, evaluation = self.model, self.evaluation
+
+        def replica(images, targets):
+            outputs = model(images, training=False)
+            sums = batch_sums(model, targets, outputs, model.per_example_loss(targets, outputs))
+            return sums, (evaluation.outputs(targets, outputs) if evaluation else {})
+
+        sums, extra = self.strategy.run(replica, args=batch)
+        for key, value in sums.items():
+            self.sums[key].assign_add(self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None))
+        return {key: self.strategy.gather(value, axis=0) for key, value in extra.items()}
+
+    def __call__(self, dataset):
+        """Mean loss and every metric of the model over ``dataset`` (batches of inputs and targets)."""
+        for variable in self.sums.values():
+            variable.assign(tf.zeros_like(variable))
+        if self.evaluation:
+            self.evaluation.reset()
+        for batch in self.strategy.experimental_distribute_dataset(dataset):
+            gathered = self.step(batch)
+            if self.evaluation:
+                self.evaluation.add(gathered)
+        sums = read(self.sums)
+        return {**summary(self.model, sums), **self.data.details(self.model, sums),
+                **(self.evaluation.result() if self.evaluation else {})}
