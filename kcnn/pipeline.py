@@ -13,15 +13,48 @@ A pipeline file::
 
 The whole file is checked before anything runs: unknown keys, wrong types and references to
 stages that do not come earlier are refused with the key and its line. Each stage writes into
-``RUN/<name>/`` and, when it ends, ``RUN/<name>/manifest.json`` (inputs, config, metrics,
-outputs, status); ``resume=True`` skips the stages whose manifest says ``completed``. A failing
-stage records its error in its manifest, leaves the earlier stages' outputs as they are, and
-raises ``StageFailed`` naming it.
+``RUN/<name>/`` and keeps ``RUN/<name>/manifest.json`` (atomically rewritten): ``status``
+``running`` and ``started`` before the stage is called (a killed stage keeps saying
+``running``), then ``completed`` (with ``finished``, ``metrics`` and ``outputs``) or ``failed``
+(with ``error``). The manifest also holds the stage's ``config`` (its ``with:`` as written),
+``inputs`` (the ``$stage`` references resolved), ``attempt`` (an id per execution) and
+``upstream`` (the attempt of each stage it refers to with ``$stage``). A failing stage leaves
+the earlier stages' outputs as they are and raises ``StageFailed`` naming it.
+
+``resume=True`` (``kcnn run --resume``) goes through the stages in order and, for each one:
+
+- ``completed`` with the same ``with:`` and inputs: skipped, its outputs reused.
+- ``completed`` but its ``with:`` changed: refused (a one-line ``ValueError`` naming the stage
+  and the changed keys) before any stage runs; ``rerun_changed=True`` (``--rerun-changed``)
+  reruns it from scratch instead.
+- ``running`` (killed) or ``failed``: ``pretrain``/``finetune`` continue from the stage's newest
+  checkpoint (``resume=True``; the manifest says ``resumed_from``) and start from scratch when
+  it has none; ``tune`` continues its search (keras-tuner's state in the stage folder);
+  ``degradation`` continues each of its runs that has a checkpoint (its own rule); ``evaluate``
+  and ``export`` run again. An interrupted stage with a checkpoint or search state whose
+  ``with:`` changed is refused like a completed one (its state was made with other settings);
+  ``rerun_changed=True`` restarts it from scratch.
+- Dependencies: a stage whose ``$stage`` inputs ran again (in this call, or in an earlier one
+  that was interrupted before reaching it: ``upstream`` no longer matches) is run again from
+  scratch, so that a rerun stage's new outputs reach every stage that uses them, directly or
+  through others. Only ``$stage`` references count: a stage that reads another stage's folder
+  by path is not known to depend on it.
+
+"From scratch" moves the stage folder aside under a hidden name (one rename, so no
+half-deleted folder ever carries the old manifest) and deletes it; a hidden leftover of a
+killed deletion is removed by the next call. Export stages are the exception: their folder
+keeps the models already exported (a TF Serving server may be serving them) and the rerun
+writes the next version, or replaces the version the stage pins with ``version:`` (as
+``force: true`` would; an explicit ``force: false`` is kept, and export then refuses).
+``rerun_changed=True`` implies ``resume=True``. Two ``run`` calls on the same directory at once
+are not supported.
 """
 
 import datetime
 import json
 import os
+import shutil
+import uuid
 
 import yaml
 
@@ -133,30 +166,32 @@ def load(path):
     return data
 
 
-def _call(kind, arguments, out):
-    """Runs one stage; returns (metrics, outputs)."""
+def _call(kind, arguments, out, *, resume=False):
+    """Runs one stage; returns (metrics, outputs). ``resume``: continue a training stage's newest checkpoint
+    or a search's state."""
     if kind == "pretrain":
         from kcnn.train import pretrain
 
-        rows = pretrain(out=out, verbose=0, **_as_tuple(arguments, "input_shape"))
+        rows = pretrain(out=out, verbose=0, resume=resume, **_as_tuple(arguments, "input_shape"))
         return rows[-1], {"run": out, "weights": os.path.join(out, "model.weights.h5")}
     if kind == "finetune":
         from kcnn.train import finetune
 
         arguments = _as_tuple(arguments, "image_size")
         finetune(arguments.pop("backbone"), arguments.pop("task"), arguments.pop("dataset"), out, verbose=0,
-                 **arguments)
+                 resume=resume, **arguments)
         with open(os.path.join(out, "metrics.json"), encoding="utf-8") as stream:
             return json.load(stream), {"run": out, "weights": os.path.join(out, "model.weights.h5")}
     if kind == "tune":
         from kcnn.tune.search import tune
 
-        rows = tune(out=out, **_as_tuple(arguments, "input_shape"))
+        rows = tune(out=out, resume=resume, **_as_tuple(arguments, "input_shape"))
         best = max((row for row in rows if row["score"] is not None), key=lambda row: row["score"])
         return best, {"run": out, "best": os.path.join(out, "best")}
     if kind == "degradation":
         from kcnn.train.degradation import degradation
 
+        # continues each of its runs that has a checkpoint by itself
         histories = degradation(out=out, **_as_tuple(arguments, "depths"))
         return {name: rows[-1] for name, rows in histories.items()}, {"run": out,
                                                                       "figure": os.path.join(out, "degradation.png")}
@@ -187,37 +222,151 @@ def _manifest(out):
         return json.load(stream)
 
 
-def run(path, out=None, *, resume=False, echo=print):
-    """Runs the pipeline in ``path`` into ``out`` (default ``runs/<pipeline name>``); returns the manifests."""
+def _checkpoint(kind, stage_out):
+    """What an interrupted stage of ``kind`` can continue from: a training stage's newest checkpoint, a
+    search's state, a degradation run's checkpoints; ``None`` when it has to start from scratch."""
+    if kind in ("pretrain", "finetune"):
+        from kcnn.train.checkpoints import latest
+
+        return latest(os.path.join(stage_out, "checkpoints"))
+    if kind == "tune":
+        state = os.path.join(stage_out, "keras_tuner")
+        return state if os.path.isdir(state) else None
+    if kind == "degradation":
+        from kcnn.train.checkpoints import latest
+
+        runs = sorted(os.listdir(stage_out)) if os.path.isdir(stage_out) else []
+        found = [latest(os.path.join(stage_out, name, "checkpoints")) for name in runs]
+        return next((path for path in found if path), None)
+    return None
+
+
+def _references(stage):
+    """The stages that ``stage`` takes outputs of (its ``$stage`` values), in order."""
+    values = stage.get("with", {}).values()
+    return list(dict.fromkeys(value[1:] for value in values if isinstance(value, str) and value.startswith("$")))
+
+
+def _changed(previous, kind, config):
+    """The keys of ``with:`` (and ``kind``) that differ from the manifest's."""
+    saved = previous.get("config") or {}
+    keys = sorted(key for key in set(saved) | set(config) if saved.get(key, None) != config.get(key, None)
+                  or (key in saved) != (key in config))
+    return (["kind"] if previous.get("kind") != kind else []) + keys
+
+
+def _plan(stages, out, resume, rerun_changed):
+    """Per stage ``(action, previous manifest, why, checkpoint to resume from)``, action ``skip``, ``resume``
+    or ``fresh``; and ``{stage: attempt id}`` (the previous one for a skipped stage, a new one otherwise).
+    Decided for every stage before any runs, so that a refusal leaves everything as it is."""
+    total, plan, runs, attempts = len(stages), [], set(), {}
+    for index, stage in enumerate(stages, start=1):
+        name, kind = stage["name"], stage["kind"]
+        label = f"stage {index}/{total} {name!r} ({kind})"
+        stage_out = os.path.join(out, name)
+        previous = _manifest(stage_out) if resume else None
+        config = _jsonable(stage.get("with", {}))
+        references = _references(stage)
+        recorded = (previous or {}).get("upstream")
+        reran = [ref for ref in references
+                 if ref in runs or (recorded is not None and recorded.get(ref) != attempts.get(ref))]
+        changed = _changed(previous, kind, config) if previous else []
+        checkpoint = _checkpoint(kind, stage_out) if resume else None
+        status = (previous or {}).get("status")
+        if changed and (status == "completed" or checkpoint):
+            if not rerun_changed:
+                state = ("completed" if status == "completed" else
+                         f"was interrupted ({status or 'no manifest'}) with a checkpoint made")
+                raise ValueError(f"{label} {state} with other settings (changed: {', '.join(changed)}); rerun it "
+                                 "from scratch with --rerun-changed, put the settings back or choose another --out")
+            action, why = "fresh", f"rerun from scratch (changed: {', '.join(changed)})"
+        elif reran:
+            action, why = "fresh", f"rerun from scratch: its input stage {', '.join(map(repr, reran))} ran again"
+        elif status == "completed":
+            action, why = "skip", "completed earlier, skipped"
+        elif checkpoint:
+            action, why = "resume", f"continues from {os.path.basename(checkpoint)}"
+        elif status or (resume and os.path.isdir(stage_out)):
+            action, why = "fresh", f"started again ({status or 'no manifest'}, nothing to continue from)"
+        else:
+            action, why = "fresh", ""
+        if action == "skip":
+            attempts[name] = previous.get("attempt")
+        else:
+            runs.add(name)
+            attempts[name] = uuid.uuid4().hex[:12]
+        plan.append((action, previous, why, checkpoint if action == "resume" else None))
+    return plan, attempts
+
+
+def _clear(out, name):
+    """Moves ``out/name`` aside (one rename) and deletes it; see ``_remove_leftovers``."""
+    stage_out = os.path.join(out, name)
+    if not os.path.exists(stage_out):
+        return
+    aside = os.path.join(out, f".{name}.replaced-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    os.rename(stage_out, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _remove_leftovers(out):
+    """Deletes the folders a killed ``_clear`` left half-deleted (hidden names, never a stage's)."""
+    for name in os.listdir(out):
+        if name.startswith(".") and ".replaced-" in name:
+            shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+
+
+def run(path, out=None, *, resume=False, rerun_changed=False, echo=print):
+    """Runs the pipeline in ``path`` into ``out`` (default ``runs/<pipeline name>``); returns the manifests.
+
+    ``resume``: continue a run in ``out`` (skip what completed, continue what was interrupted);
+    ``rerun_changed``: rerun from scratch the stages whose ``with:`` changed, and the stages that use their
+    outputs (implies ``resume``). See the module's docstring.
+    """
     pipeline = load(path)
     out = os.fspath(out or os.path.join("runs", pipeline.get("name") or os.path.splitext(os.path.basename(path))[0]))
+    resume = resume or rerun_changed
     if os.path.isdir(out) and os.listdir(out) and not resume:
         raise ValueError(f"{out!r} already holds a run of a pipeline; pass --resume to continue it or choose "
                          "another --out")
     os.makedirs(out, exist_ok=True)
-    outputs, manifests = {}, []
-    for index, stage in enumerate(pipeline["stages"], start=1):
+    _remove_leftovers(out)
+    stages = pipeline["stages"]
+    plan, attempts = _plan(stages, out, resume, rerun_changed)
+    outputs, manifests, total = {}, [], len(stages)
+    for index, (stage, (action, previous, why, checkpoint)) in enumerate(zip(stages, plan), start=1):
         name, kind = stage["name"], stage["kind"]
         stage_out = os.path.join(out, name)
-        previous = _manifest(stage_out)
-        if resume and previous and previous["status"] == "completed":
-            echo(f"[{index}/{len(pipeline['stages'])}] {name} ({kind}): completed earlier, skipped")
+        if action == "skip":
+            echo(f"[{index}/{total}] {name} ({kind}): {why}")
             outputs[name], manifests = previous["outputs"], [*manifests, previous]
             continue
-        arguments = {key: _resolve(value, outputs) for key, value in stage.get("with", {}).items()}
-        manifest = {"pipeline": os.path.abspath(path), "stage": name, "kind": kind, "config": stage.get("with", {}),
-                    "inputs": {key: value for key, value in arguments.items() if value != stage["with"][key]},
+        config = stage.get("with", {})
+        arguments = {key: _resolve(value, outputs) for key, value in config.items()}
+        manifest = {"pipeline": os.path.abspath(path), "stage": name, "kind": kind, "config": config,
+                    "inputs": {key: value for key, value in arguments.items() if value != config[key]},
+                    "attempt": attempts[name], "upstream": {ref: attempts[ref] for ref in _references(stage)},
                     "started": _now(), "status": "running"}
-        echo(f"[{index}/{len(pipeline['stages'])}] {name} ({kind}) -> {stage_out}")
+        if checkpoint:
+            manifest["resumed_from"] = os.path.basename(checkpoint)
+        if kind == "export":
+            if "version" in arguments and os.path.isdir(os.path.join(stage_out, "models")):
+                arguments.setdefault("force", True)  # this stage's own earlier export of that version
+        elif action == "fresh":
+            _clear(out, name)
+        echo(f"[{index}/{total}] {name} ({kind}) -> {stage_out}{': ' + why if why else ''}")
         os.makedirs(stage_out, exist_ok=True)
+        write_json(os.path.join(stage_out, MANIFEST), manifest)
         try:
             metrics, stage_outputs = _call(kind, arguments, stage_out if kind != "export" else
-                                           os.path.join(stage_out, "models"))
+                                           os.path.join(stage_out, "models"), resume=action == "resume")
         except Exception as error:  # recorded, then re-raised naming the stage
+            message = " ".join(f"{type(error).__name__}: {error}".split())
             write_json(os.path.join(stage_out, MANIFEST), {**manifest, "status": "failed", "finished": _now(),
-                                                           "error": f"{type(error).__name__}: {error}"})
-            raise StageFailed(f"stage {index}/{len(pipeline['stages'])} {name!r} ({kind}) failed: {error}; the "
-                              f"stages before it are kept in {out}, and --resume reruns from this one") from error
+                                                           "error": message})
+            raise StageFailed(f"stage {index}/{total} {name!r} ({kind}) failed: {' '.join(str(error).split())}; "
+                              f"the stages before it are kept in {out}, and --resume continues from this one "
+                              "(from its newest checkpoint if it wrote one)") from error
         manifest.update(status="completed", finished=_now(), metrics=_jsonable(metrics), outputs=stage_outputs)
         write_json(os.path.join(stage_out, MANIFEST), manifest)
         outputs[name], manifests = stage_outputs, [*manifests, manifest]

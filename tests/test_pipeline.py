@@ -1,15 +1,23 @@
 """kcnn run: every shipped pipeline validates; bad files fail up front naming key and line; the offline
-pipelines run end to end; a failing stage keeps the earlier ones and --resume skips what completed."""
+pipelines run end to end; a failing stage keeps the earlier ones and --resume skips what completed; a
+training stage killed with SIGKILL says ``running`` and --resume continues it from its checkpoint; a
+completed stage whose ``with:`` changed is refused, or rerun (with what uses it) with --rerun-changed."""
 
+import datetime
 import glob
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from click.testing import CliRunner
 
 from kcnn.cli import main
-from kcnn.pipeline import StageFailed, load, run
+from kcnn.pipeline import StageFailed, _plan, load, run
+from kcnn.train.checkpoints import latest
 
 SHIPPED = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "pipelines", "*.yaml")))
 CI_PIPELINES = ("digits_lenet", "shapes_smoke")  # offline and small: run end to end here
@@ -83,3 +91,140 @@ def test_a_failing_stage_keeps_the_earlier_ones_and_resume_reruns_from_it(tmp_pa
     assert "completed earlier, skipped" in lines[0] and [m["status"] for m in manifests] == ["completed"] * 2
     assert manifests[0]["finished"] == first["finished"]  # not run again
     assert manifests[1]["metrics"]["top1"] > 50
+
+
+def _read(path):
+    return json.loads(open(path, encoding="utf-8").read())
+
+
+def test_sigkill_in_a_training_stage_then_resume_continues_it_from_its_checkpoint(tmp_path):
+    path, out = tmp_path / "pipeline.yaml", tmp_path / "run"
+    path.write_text("name: p\nstages:\n"
+                    "  - {name: train, kind: pretrain, with: {model: lenet5, dataset: digits, recipe: small,"
+                    " epochs: 6, checkpoint_every: 5, precision: fp32}}\n"
+                    "  - {name: check, kind: evaluate, with: {source: $train, dataset: digits}}\n")
+    process = subprocess.Popen([sys.executable, "-m", "kcnn.cli", "run", str(path), "--out", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stage = out / "train"
+
+    def epochs_done():  # history.json is written (atomically) after each epoch's checkpoint
+        try:
+            return len(_read(stage / "history.json")) if latest(stage / "checkpoints") else 0
+        except (OSError, ValueError):
+            return 0
+
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None and not epochs_done():
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = _read(stage / "history.json")
+    checkpoint = os.path.basename(latest(stage / "checkpoints"))
+    assert 1 <= len(before) < 6, "killed too late: the stage had finished"
+
+    killed = _read(stage / "manifest.json")
+    assert killed["status"] == "running" and "finished" not in killed and killed["config"]["epochs"] == 6
+    started = datetime.datetime.fromisoformat(killed["started"])
+    assert abs((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()) < 300
+    assert not (out / "check").exists()
+
+    lines = []
+    manifests = run(path, out, resume=True, echo=lines.append)
+    assert lines[0].endswith(f"continues from {checkpoint}"), lines
+    assert [m["status"] for m in manifests] == ["completed"] * 2
+    assert manifests[0]["resumed_from"] == checkpoint and manifests[0]["started"] >= killed["started"]
+    after = _read(stage / "history.json")
+    assert [row["epoch"] for row in after] == [1, 2, 3, 4, 5, 6]
+    assert [row["step"] for row in after] == [22 * epoch for epoch in range(1, 7)]
+    # The epochs before the kill are the checkpoint's, as recorded then (a restart from step 0 would have
+    # measured them again: other losses and images per second).
+    assert after[:len(before)] == before
+    assert manifests[1]["upstream"] == {"train": manifests[0]["attempt"]} and manifests[1]["metrics"]["top1"] > 50
+
+
+def _two_trainings(path, train_steps=3, seed=0):
+    path.write_text("name: p\nstages:\n"
+                    f"  - {{name: train, kind: pretrain, with: {{model: lenet5, dataset: digits, steps: {train_steps},"
+                    f" seed: {seed}, precision: fp32}}}}\n"
+                    "  - {name: check, kind: evaluate, with: {source: $train, dataset: digits}}\n"
+                    "  - {name: other, kind: pretrain, with: {model: lenet5, dataset: digits, steps: 2,"
+                    " precision: fp32}}\n")
+
+
+def _manifests(out):
+    return {name: _read(out / name / "manifest.json") for name in ("train", "check", "other")}
+
+
+def test_a_completed_stage_whose_settings_changed_is_refused_and_nothing_reruns(tmp_path):
+    path, out = tmp_path / "pipeline.yaml", tmp_path / "run"
+    _two_trainings(path)
+    run(path, out, echo=lambda line: None)
+    first = _manifests(out)
+    _two_trainings(path, train_steps=4, seed=1)
+    message = (r"^stage 1/3 'train' \(pretrain\) completed with other settings \(changed: seed, steps\); "
+               r"rerun it .*--rerun-changed")
+    with pytest.raises(ValueError, match=message):
+        run(path, out, resume=True, echo=lambda line: None)
+    result = CliRunner().invoke(main, ["run", str(path), "--out", str(out), "--resume"])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert "'train' (pretrain) completed with other settings (changed: seed, steps)" in result.output
+    assert _manifests(out) == first  # nothing ran, not even the unchanged stages
+    assert len(_read(out / "train" / "history.json")) == 1 and sorted(os.listdir(out)) == ["check", "other", "train"]
+
+
+def test_rerun_changed_reruns_the_changed_stage_and_those_using_it(tmp_path):
+    path, out = tmp_path / "pipeline.yaml", tmp_path / "run"
+    _two_trainings(path)
+    run(path, out, echo=lambda line: None)
+    first = _manifests(out)
+    (out / "train" / "stale.txt").write_text("from the first run")
+    _two_trainings(path, train_steps=4)
+    result = CliRunner().invoke(main, ["run", str(path), "--out", str(out), "--rerun-changed"])
+    assert result.exit_code == 0, result.output
+    assert "[1/3] train (pretrain) -> " in result.output and "rerun from scratch (changed: steps)" in result.output
+    assert "[2/3] check (evaluate) -> " in result.output and "input stage 'train' ran again" in result.output
+    assert "[3/3] other (pretrain): completed earlier, skipped" in result.output
+    again = _manifests(out)
+    assert again["other"] == first["other"]
+    for name in ("train", "check"):
+        assert again[name]["status"] == "completed" and again[name]["attempt"] != first[name]["attempt"]
+    assert again["train"]["config"]["steps"] == 4 and again["check"]["upstream"] == {"train": again["train"]["attempt"]}
+    assert [row["step"] for row in _read(out / "train" / "history.json")] == [4]  # trained from scratch
+    assert not (out / "train" / "stale.txt").exists() and sorted(os.listdir(out)) == ["check", "other", "train"]
+    resumed = CliRunner().invoke(main, ["run", str(path), "--out", str(out), "--resume"])
+    assert resumed.exit_code == 0 and resumed.output.count("completed earlier, skipped") == 3, resumed.output
+
+
+def _write_manifest(out, name, **fields):
+    os.makedirs(out / name, exist_ok=True)
+    (out / name / "manifest.json").write_text(json.dumps({"stage": name, "outputs": {"run": str(out / name)},
+                                                          **fields}))
+
+
+def test_resume_plans_from_the_manifests(tmp_path):
+    """The decisions without training: a stage whose input stage ran again in an earlier, interrupted call
+    reruns; an interrupted training stage continues from its checkpoint unless its settings changed."""
+    _two_trainings(tmp_path / "p.yaml")
+    stages = load(tmp_path / "p.yaml")["stages"]
+    out = tmp_path / "run"
+    train = {"model": "lenet5", "dataset": "digits", "steps": 3, "seed": 0, "precision": "fp32"}
+    _write_manifest(out, "train", kind="pretrain", status="completed", config=train, attempt="b")
+    _write_manifest(out, "check", kind="evaluate", status="completed", attempt="c", upstream={"train": "a"},
+                    config={"source": "$train", "dataset": "digits"})
+    _write_manifest(out, "other", kind="pretrain", status="running", attempt="d",
+                    config={"model": "lenet5", "dataset": "digits", "steps": 2, "precision": "fp32"})
+    os.makedirs(out / "other" / "checkpoints" / "step-000000001")
+    (out / "other" / "checkpoints" / "step-000000001" / "state.json").write_text("{}")
+    plan, attempts = _plan(stages, str(out), True, False)
+    assert [(action, why) for action, _, why, _ in plan] == [
+        ("skip", "completed earlier, skipped"),
+        ("fresh", "rerun from scratch: its input stage 'train' ran again"),
+        ("resume", "continues from step-000000001")]
+    assert plan[2][3].endswith("step-000000001") and attempts["train"] == "b" and attempts["other"] != "d"
+    _write_manifest(out, "other", kind="pretrain", status="failed", attempt="d",
+                    config={"model": "lenet5", "dataset": "digits", "steps": 5, "precision": "fp32"})
+    with pytest.raises(ValueError, match=r"^stage 3/3 'other' \(pretrain\) was interrupted \(failed\) with a "
+                                         r"checkpoint made with other settings \(changed: steps\); .*--rerun-changed"):
+        _plan(stages, str(out), True, False)
+    plan, _ = _plan(stages, str(out), True, True)
+    assert [action for action, *_ in plan] == ["skip", "fresh", "fresh"] and plan[2][3] is None

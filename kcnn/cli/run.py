@@ -9,12 +9,18 @@ from kcnn.pipeline import StageFailed, run
 @click.command("run")
 @click.argument("pipeline", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), help="The run directory (default: runs/<pipeline name>).")
-@click.option("--resume", is_flag=True, help="Skip the stages completed earlier, rerun from the first that is not.")
-def run_command(pipeline, out, resume):
-    """Runs the stages of PIPELINE in order, each into OUT/<stage> with a manifest.json."""
+@click.option("--resume", is_flag=True,
+              help="Continue the run in OUT: skip the stages completed earlier, continue an interrupted training "
+                   "stage from its newest checkpoint (or search from its state), rerun the others.")
+@click.option("--rerun-changed", is_flag=True,
+              help="With --resume (implied): rerun from scratch the stages whose `with:` changed since they ran, "
+                   "and the stages that use their outputs ($stage), instead of refusing.")
+def run_command(pipeline, out, resume, rerun_changed):
+    """Runs the stages of PIPELINE in order, each into OUT/<stage> with a manifest.json (status running,
+    then completed or failed)."""
     with user_errors():
         try:
-            manifests = run(pipeline, out, resume=resume, echo=click.echo)
+            manifests = run(pipeline, out, resume=resume, rerun_changed=rerun_changed, echo=click.echo)
         except StageFailed as error:
             raise ValueError(str(error)) from None
     for manifest in manifests:
