@@ -20,6 +20,7 @@ from kcnn.tasks import build_task_model, load_task_model
 from kcnn.train.checkpoints import latest
 from kcnn.train.dense_evaluate import evaluate_task
 from kcnn.train.finetune import finetune
+from runs import assert_identical_runs
 from kcnn.weights import PRESETS, files
 
 SMALL_HEADS = {"segmentation": {"head": "fcn", "head_options": {"width": 8}},
@@ -101,7 +102,8 @@ def _finetune_command(out, dataset, *extra):
             "--out", str(out), *extra]
 
 
-def test_sigkill_then_resume_reaches_the_same_result(mask_folder, tmp_path):
+def test_sigkill_then_resume_is_bit_identical_with_dropout_and_augmentation(mask_folder, tmp_path):
+    # FCN's head has dropout; segmentation training scales, crops and flips at random
     runner = CliRunner()
     result = runner.invoke(main, _finetune_command(tmp_path / "full", mask_folder)[3:])
     assert result.exit_code == 0, result.output
@@ -120,9 +122,8 @@ def test_sigkill_then_resume_reaches_the_same_result(mask_folder, tmp_path):
 
     result = runner.invoke(main, _finetune_command(tmp_path / "killed", mask_folder, "--resume")[3:])
     assert result.exit_code == 0, result.output
-    resumed = json.loads((tmp_path / "killed" / "history.json").read_text())
-    assert [row["step"] for row in resumed] == [row["step"] for row in uninterrupted]
-    np.testing.assert_allclose([row["loss"] for row in resumed], [row["loss"] for row in uninterrupted], rtol=0.02)
+    assert [row["step"] for row in uninterrupted] == [4, 8, 12]
+    assert_identical_runs(tmp_path / "killed", tmp_path / "full")
     assert all(name.startswith("step-") for name in os.listdir(checkpoint_dir))
 
 

@@ -1,4 +1,5 @@
-"""One harness over the whole registry (and the named variants): build, run, differentiate, serialise."""
+"""One harness over the whole registry (and the named variants), as Keras task models (``ImageClassifier``):
+build, run, differentiate, serialise (config, ``.keras`` in safe mode, every custom layer's config)."""
 
 import keras
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 
 import kcnn
 from kcnn.graph import consumers
+from kcnn.tasks import ImageClassifier
 
 VARIANTS = [
     ("lenet5", {"connection_table": True}),
@@ -36,7 +38,7 @@ def _tiny_model(name, options):
         size = max(32, kcnn.smallest_input_size(name, **options))
         shape = (size, size, spec.input_shape[2])
     keras.utils.set_random_seed(1)
-    model = kcnn.build(name, classes=CLASSES, input_shape=shape, classifier_activation=None, **options)
+    model = ImageClassifier(name, CLASSES, input_shape=shape, backbone_options=options)
     return model, np.random.default_rng(0).normal(size=(2, *shape)).astype("float32")
 
 
@@ -91,17 +93,29 @@ def _check_gradients(model, images):
             assert np.abs(gradient).max() > 0, f"zero gradient for {variable.path}"
 
 
+def check_custom_layers_round_trip(model):
+    """Every kcnn layer of ``model`` rebuilds from its config to the same config."""
+    custom = [layer for layer in model.layers if type(layer).__module__.startswith("kcnn.")]
+    for layer in custom:
+        config = layer.get_config()
+        assert type(layer).from_config(config).get_config() == config, layer.name
+    return custom
+
+
 def _check_round_trips(model, images, directory):
     expected = _outputs(model, images)
-    clone = keras.Model.from_config(model.get_config())
+    clone = type(model).from_config(model.get_config())
     clone.set_weights(model.get_weights())
     path = directory / "model.keras"
     model.save(path)
-    loaded = keras.saving.load_model(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert type(loaded) is ImageClassifier and loaded.get_config() == model.get_config()
     assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
     for other in (clone, loaded):
         for got, want in zip(_outputs(other, images), expected):
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
+    check_custom_layers_round_trip(model)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
