@@ -109,40 +109,6 @@ def test_mixed_bfloat16_computes_in_bfloat16_with_float32_logits(tmp_path):
     assert model.get_layer("predictions").compute_dtype == "float32"
 
 
-def _free_ports(count):
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
-def test_two_local_workers_end_with_identical_weights(tmp_path):
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    command = [sys.executable, "-m", "kcnn.cli", "pretrain", "--model", "lenet5", "--dataset", "digits",
-               "--recipe", "small", "--steps", "12", "--precision", "fp32", "--strategy", "multiworker",
-               "--checkpoint-every", "5", "--out", str(tmp_path / "run")]
-    processes = []
-    for index in range(2):
-        environment = {**os.environ, "TF_CONFIG": json.dumps(
-            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
-        processes.append(subprocess.Popen(command, env=environment, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True))
-    outputs = [process.communicate(timeout=300)[0] for process in processes]
-    assert [process.returncode for process in processes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
-    chief = kcnn.build("lenet5", weights=tmp_path / "run" / "model.weights.h5")
-    other = kcnn.build("lenet5", weights=tmp_path / "run" / "workers" / "worker-1" / "model.weights.h5")
-    for a, b in zip(chief.get_weights(), other.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    assert json.loads((tmp_path / "run" / "history.json").read_text())[-1]["step"] == 12
-    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["step-000000005", "step-000000010",
-                                                                     "step-000000012"]
-
-
 def test_degradation_experiment_trains_both_twins_and_draws_the_figure(tmp_path):
     from kcnn.train.degradation import degradation
 

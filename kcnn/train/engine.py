@@ -240,6 +240,21 @@ class Loop:
 
     # -- the run --------------------------------------------------------------------------------
 
+    def distribute(self, dataset):
+        """``dataset`` (global batches, the same on every worker) split over the replicas.
+
+        Several workers train as one: global step k on N replicas sees exactly the examples of one
+        process's batch k. ``experimental_distribute_dataset`` cuts each global batch into N
+        consecutive slices and, under the DATA auto-shard policy, gives replica i the i-th slice of
+        every batch (every worker runs the whole pipeline and drops the other slices). The default
+        policy, AUTO, does so for in-memory and generated sources only: over files (TFDS's
+        TFRecords) it picks FILE, each worker reading other files, so batch k is no longer one
+        process's batch k (and a worker whose files run out first is fed empty batches).
+        """
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return self.strategy.experimental_distribute_dataset(dataset.with_options(options))
+
     def check_finite(self, state):
         bad = int(self.first_bad_step.numpy())
         if bad >= 0:
@@ -282,7 +297,7 @@ class Loop:
             started, first_step = time.perf_counter(), state["step"]
             samples_before = state["sums"]["samples"]
             self.step.assign(state["step"])
-            for batch in self.strategy.experimental_distribute_dataset(dataset):
+            for batch in self.distribute(dataset):
                 step_fn(batch)
                 state["step"] += 1
                 state["batch"] += 1

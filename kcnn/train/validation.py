@@ -48,7 +48,12 @@ class Validator:
         model, evaluation = self.model, self.evaluation
 
         def replica(images, targets):
-            outputs = model(images, training=False)
+            # A replica's share of a last batch smaller than the replica count is empty, and oneDNN's CPU
+            # kernels refuse empty batches: run one zero image instead and keep none of its outputs.
+            count = tf.shape(images)[0]
+            one = tf.zeros(tf.concat([[1], tf.shape(images)[1:]], 0), images.dtype)
+            outputs = model(tf.cond(count > 0, lambda: images, lambda: one), training=False)
+            outputs = tf.nest.map_structure(lambda output: output[:count], outputs)
             sums = batch_sums(model, targets, outputs, model.per_example_loss(targets, outputs))
             return sums, (evaluation.outputs(targets, outputs) if evaluation else {})
 
@@ -63,7 +68,13 @@ class Validator:
             variable.assign(tf.zeros_like(variable))
         if self.evaluation:
             self.evaluation.reset()
-        for batch in self.strategy.experimental_distribute_dataset(dataset):
+        # Training's split (Loop.distribute): replica i gets the i-th slice of every batch. AUTO would shard
+        # file sources (TFDS) by file: the sums stay whole, but a worker whose files run out first is fed
+        # empty batches, and oneDNN's CPU kernels fail on an empty batch (LeNet-5's conv after a pooling,
+        # the U-Net). With DATA only a last batch of fewer examples than replicas leaves a replica empty.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        for batch in self.strategy.experimental_distribute_dataset(dataset.with_options(options)):
             gathered = self.step(batch)
             if self.evaluation:
                 self.evaluation.add(gathered)
