@@ -182,7 +182,8 @@ def tune(space, dataset, out, *, tuner="hyperband", max_trials=10, max_epochs=3,
     out = os.fspath(out)
     state = os.path.join(out, "keras_tuner")
     chief = os.environ.get("KERASTUNER_TUNER_ID", "chief") == "chief"
-    if chief and os.path.isdir(state) and not resume:
+    # The chief's oracle state, not the folder: a worker started first creates the folder too.
+    if chief and os.path.isfile(os.path.join(state, "oracle.json")) and not resume:
         raise ValueError(f"{out!r} already holds a search; pass --resume to continue it or choose another --out")
     info = data.dataset_info(dataset)
     shape = tuple(input_shape or space.input_shape or ()) or None
