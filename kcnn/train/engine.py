@@ -30,7 +30,6 @@ import time
 import keras
 import tensorflow as tf
 
-from kcnn import registry
 from kcnn.atomic import write_json
 from kcnn.tasks.models import TASK_MODELS
 from kcnn.train import checkpoints, hardware, history, recipes
@@ -76,7 +75,8 @@ class RunSettings:
 
 @dataclasses.dataclass
 class Group:
-    """Variables trained together: one optimizer, a rate factor, trained from ``start_epoch`` on."""
+    """Layers trained together from ``start_epoch`` on, by one optimizer (its schedule carries the group's
+    rate factor)."""
 
     name: str
     layers: list
@@ -301,15 +301,14 @@ class Loop:
                 step_fn(batch)
                 state["step"] += 1
                 state["batch"] += 1
-                checkpoint = state["step"] % settings.checkpoint_every == 0
-                if checkpoint or (state["step"] - first_step) % LOG_EVERY == 0:
+                done = state["step"] - first_step
+                if done % LOG_EVERY == 0 and done < remaining:  # the epoch's end is reported below
                     self.check_finite(state)
                     running = read(self.train_sums)
-                    progress.update(state["step"] - first_step, [
-                        ("loss", running["loss"] / max(running["samples"], 1.0)),
-                        ("lr", recipe.learning_rate(state["step"] - 1, self.steps_per_epoch))])
-                if checkpoint:
-                    save()
+                    progress.update(done, [("loss", running["loss"] / max(running["samples"], 1.0)),
+                                           ("lr", recipe.learning_rate(state["step"] - 1, self.steps_per_epoch))])
+                if state["step"] % settings.checkpoint_every == 0:
+                    save()  # checks first
             sums = read(self.train_sums)
             progress.update(state["step"] - first_step, [("loss", sums["loss"] / max(sums["samples"], 1.0))],
                             finalize=True)
@@ -382,7 +381,3 @@ def _model_path(out, strategy, chief):
     resolver = strategy.cluster_resolver
     return os.path.join(out, "workers", f"{resolver.task_type}-{resolver.task_id}", "model.weights.h5")
 
-
-def input_shape_of(backbone, input_shape):
-    """``input_shape`` (H, W, C), defaulting to the zoo model's own."""
-    return tuple(input_shape or registry.get(backbone).input_shape)
