@@ -269,13 +269,16 @@ class Loop:
     def run(self, existing, chief, verbose):
         settings, recipe = self.settings, self.recipe
         checkpoint_dir = os.path.join(settings.out, "checkpoints")
-        state = {"step": 0, "epoch": 0, "batch": 0, "history": [], "sums": read(self.train_sums)}
+        state = {"step": 0, "epoch": 0, "batch": 0, "history": [], "sums": read(self.train_sums), "skipped": 0}
         if chief:
             checkpoints.remove_partials(checkpoint_dir)
         if existing:
             state = checkpoints.restore(existing, self.model, self.state_arrays)
             for key, value in state["sums"].items():
                 self.train_sums[key].assign(value)
+        # The loaders count skipped samples per process: this run's are the count since it started here,
+        # plus what its checkpoint carried.
+        skipped_before = self.data.skipped() - state["skipped"]
         board = history.TensorBoard(settings.out) if chief else None
         epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         validation = self.data.pipeline("val", training=False, seed=0, batch_size=recipe.batch_size)
@@ -283,7 +286,7 @@ class Loop:
 
         def save():
             self.check_finite(state)
-            state["sums"] = read(self.train_sums)
+            state["sums"], state["skipped"] = read(self.train_sums), self.data.skipped() - skipped_before
             if chief:
                 checkpoints.save(checkpoint_dir, self.model, self.state_arrays, state)
 
@@ -319,7 +322,7 @@ class Loop:
                    "lr": recipe.learning_rate(state["step"] - 1, self.steps_per_epoch),
                    **train, **{f"val_{k}": v for k, v in metrics.items() if isinstance(v, float)},
                    "images_per_second": (sums["samples"] - samples_before) / max(seconds, 1e-9),
-                   "skipped_samples": self.data.skipped()}
+                   "skipped_samples": self.data.skipped() - skipped_before}
             state["history"].append(row)
             state["epoch"], state["batch"] = epoch + 1, 0
             for variable in self.train_sums.values():
@@ -335,8 +338,9 @@ class Loop:
             board.close()
         if trained or not os.path.isfile(os.path.join(settings.out, "model.weights.h5")):
             self.finish(state["history"], metrics or self.validate(validation), validation, chief)
-        if verbose and self.data.skipped():
-            print(f"skipped {self.data.skipped()} unreadable or invalid samples (see the warnings above)")
+        skipped = self.data.skipped() - skipped_before
+        if verbose and skipped:
+            print(f"skipped {skipped} unreadable or invalid samples (see the warnings above)")
         return state["history"]
 
     def finish(self, rows, metrics, validation, chief):
