@@ -29,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 from kcnn import data, registry  # noqa: E402
 from kcnn.tasks import ImageClassifier  # noqa: E402
 from kcnn.train import hardware, recipes  # noqa: E402
-from kcnn.train.bench import BenchData, _jpeg_folder  # noqa: E402
+from kcnn.train.bench import BenchData, jpeg_folder  # noqa: E402
 from kcnn.train.engine import LOG_EVERY, Loop, RunSettings  # noqa: E402
 from kcnn.train.task_data import default_preprocessing  # noqa: E402
 from kcnn.train.validation import read  # noqa: E402
@@ -79,7 +79,7 @@ def run_config(name, size, batch_size, steps, *, rounds, warmup, precision):
             "fit": lambda count: _fit(model, batches, count, batch_size)}
     results = []
     with tempfile.TemporaryDirectory() as directory:
-        _jpeg_folder(directory, batch_size * 4, size * 8 // 7)
+        jpeg_folder(directory, batch_size * 4, size * 8 // 7)
         batches, _ = data.load_classification(directory, "train", image_size=shape[:2], channels=shape[2],
                                               batch_size=batch_size, training=True, augment=recipe.augment)
         batches = batches.map(lambda images, labels: (normalise(images), labels),

@@ -225,13 +225,8 @@ class ImageSegmenter(Task):
                                                            ignore_label=self.ignore_label)}
 
     def summarize(self, sums):
-        confusion = ops.convert_to_tensor(sums["confusion"], "float32")
-        hits = ops.diagonal(confusion)
-        union = ops.sum(confusion, axis=0) + ops.sum(confusion, axis=1) - hits
-        seen = ops.cast(union > 0, "float32")
-        iou = hits / ops.maximum(union, 1.0)
-        return {"mean_iou": ops.sum(iou * seen) / ops.maximum(ops.sum(seen), 1.0),
-                "pixel_accuracy": ops.sum(hits) / ops.maximum(ops.sum(confusion), 1.0)}
+        metrics = segmentation.confusion_metrics(sums["confusion"])
+        return {key: metrics[key] for key in ("mean_iou", "pixel_accuracy")}
 
     def decode(self, y_pred):
         return tf.argmax(y_pred, axis=-1, output_type=tf.int32)

@@ -23,7 +23,7 @@ whose maps are not exactly H/2^n, work too.
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import layers
+from keras import layers, ops
 
 HEADS = ("fcn", "deeplabv3", "unet")
 IGNORE_LABEL = 255
@@ -151,23 +151,30 @@ def confusion_matrix(masks, logits, num_classes, *, ignore_label=IGNORE_LABEL):
     return tf.reshape(tf.cast(counts, tf.float32), [num_classes, num_classes])
 
 
+def confusion_metrics(confusion):
+    """Per-class IoU (NaN for a class never seen nor predicted), mean IoU over the other classes and pixel
+    accuracy of a confusion matrix, as float32 tensors (keras.ops: eager, or inside a compiled metric)."""
+    confusion = ops.convert_to_tensor(confusion, "float32")
+    hits = ops.diagonal(confusion)
+    union = ops.sum(confusion, axis=0) + ops.sum(confusion, axis=1) - hits
+    seen = union > 0
+    iou = ops.where(seen, hits / ops.maximum(union, 1.0), float("nan"))
+    count = ops.sum(ops.cast(seen, "float32"))
+    return {"iou": iou,
+            "mean_iou": ops.sum(ops.where(seen, iou, 0.0)) / ops.maximum(count, 1.0),
+            "pixel_accuracy": ops.sum(hits) / ops.maximum(ops.sum(confusion), 1.0)}
+
+
 def segmentation_metrics(confusion, class_names=None):
-    """Mean IoU, per-class IoU and pixel accuracy of a confusion matrix (classes never seen nor
-    predicted are left out of the mean and reported as NaN).
+    """:func:`confusion_metrics` as floats, with the per-class IoU by class name.
 
     >>> m = segmentation_metrics(np.array([[3, 1], [0, 4]]), ["bg", "fg"])
-    >>> round(m["mean_iou"], 4), m["per_class_iou"], m["pixel_accuracy"]
+    >>> round(m["mean_iou"], 4), {k: round(v, 4) for k, v in m["per_class_iou"].items()}, m["pixel_accuracy"]
     (0.775, {'bg': 0.75, 'fg': 0.8}, 0.875)
     """
-    confusion = np.asarray(confusion, dtype=np.float64)
-    true_positive = np.diag(confusion)
-    union = confusion.sum(0) + confusion.sum(1) - true_positive
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, true_positive / union, np.nan)
+    metrics = confusion_metrics(confusion)
+    iou = np.asarray(metrics["iou"], np.float64)
     names = list(class_names) if class_names is not None else [str(i) for i in range(len(iou))]
-    seen = ~np.isnan(iou)
-    return {
-        "mean_iou": float(iou[seen].mean()) if seen.any() else 0.0,
-        "per_class_iou": {name: float(value) for name, value in zip(names, iou)},
-        "pixel_accuracy": float(true_positive.sum() / max(confusion.sum(), 1.0)),
-    }
+    return {"mean_iou": float(metrics["mean_iou"]),
+            "per_class_iou": {name: float(value) for name, value in zip(names, iou)},
+            "pixel_accuracy": float(metrics["pixel_accuracy"])}

@@ -24,7 +24,7 @@ SOURCES = ("memory", "jpeg")
 JPEG_CLASSES = 4
 
 
-def _jpeg_folder(directory, count, size, seed=0):
+def jpeg_folder(directory, count, size, seed=0):
     """A folder dataset of ``count`` real JPEG files (photos' worth of texture: smoothed noise)."""
     rng = np.random.default_rng(seed)
     for index in range(count):
@@ -68,7 +68,7 @@ def bench(model, *, mode="train", precision="fp32", source="memory", batch_size=
         normalise = default_preprocessing(shape[2])
         with tempfile.TemporaryDirectory() as directory:
             if source == "jpeg":
-                _jpeg_folder(directory, batch_size * 4, max(shape[:2]) * 8 // 7)
+                jpeg_folder(directory, batch_size * 4, max(shape[:2]) * 8 // 7)
             batches = _dataset(source, shape, batch_size, directory).map(
                 lambda images, labels: (normalise(images), labels)).prefetch(tf.data.AUTOTUNE)
 
