@@ -224,17 +224,15 @@ def _manifest(out):
 
 def _checkpoint(kind, stage_out):
     """What an interrupted stage of ``kind`` can continue from: a training stage's newest checkpoint, a
-    search's state, a degradation run's checkpoints; ``None`` when it has to start from scratch."""
+    search's oracle state, a degradation run's checkpoints; ``None`` when it has to start from scratch."""
+    from kcnn.train.checkpoints import latest
+
     if kind in ("pretrain", "finetune"):
-        from kcnn.train.checkpoints import latest
-
         return latest(os.path.join(stage_out, "checkpoints"))
-    if kind == "tune":
-        state = os.path.join(stage_out, "keras_tuner")
-        return state if os.path.isdir(state) else None
+    if kind == "tune":  # the chief's state file (kcnn.tune.search refuses a search by it too)
+        state = os.path.join(stage_out, "keras_tuner", "oracle.json")
+        return state if os.path.isfile(state) else None
     if kind == "degradation":
-        from kcnn.train.checkpoints import latest
-
         runs = sorted(os.listdir(stage_out)) if os.path.isdir(stage_out) else []
         found = [latest(os.path.join(stage_out, name, "checkpoints")) for name in runs]
         return next((path for path in found if path), None)
