@@ -8,7 +8,8 @@ from sklearn.metrics import jaccard_score
 
 import kcnn
 from kcnn.tasks import build_task_model, check_task, load_task_model
-from kcnn.tasks.segmentation import build_segmenter, confusion_matrix, segmentation_loss, segmentation_metrics
+from kcnn.tasks.segmentation import (build_segmenter, confusion_matrix, labelled_pixels, segmentation_loss,
+                                    segmentation_metrics)
 
 # One backbone per family, at a size each accepts (LeNet: 1 channel; AlexNet: valid convs, odd size).
 BACKBONES = {"lenet5": (64, 64), "alexnet": (127, 127), "vgg11": (64, 64), "inception_v1": (64, 64),
@@ -71,18 +72,39 @@ def test_dilated_resnet_has_the_same_weights():
     assert kcnn.profile("resnet50", output_stride=8).params == kcnn.profile("resnet50").params
 
 
-def test_loss_ignores_label_255_and_matches_numpy():
+def _log_softmax(logits):
+    exp = np.exp(logits - logits.max(-1, keepdims=True))
+    return np.log(exp / exp.sum(-1, keepdims=True))
+
+
+def test_loss_sums_over_labelled_pixels_and_counts_them():
     rng = np.random.default_rng(2)
     logits = rng.normal(size=(2, 4, 5, 3)).astype("float32")
     masks = rng.integers(0, 3, size=(2, 4, 5))
     masks[0, :2] = 255
     masks[1] = 255  # nothing labelled: contributes 0, not NaN
-    exp = np.exp(logits - logits.max(-1, keepdims=True))
-    log_softmax = np.log(exp / exp.sum(-1, keepdims=True))
     valid = masks[0] != 255
-    expected = -log_softmax[0][valid, masks[0][valid]].mean()
-    loss = segmentation_loss(masks, logits).numpy()
-    np.testing.assert_allclose(loss, [expected, 0.0], rtol=1e-5)
+    expected = -_log_softmax(logits)[0][valid, masks[0][valid]].sum()
+    np.testing.assert_allclose(segmentation_loss(masks, logits).numpy(), [expected, 0.0], rtol=1e-5)
+    np.testing.assert_array_equal(labelled_pixels(masks).numpy(), [valid.sum(), 0])
+
+
+def test_a_batch_loss_is_the_mean_over_its_labelled_pixels_as_the_references():
+    """A crop that is mostly ignore label weighs by its labelled pixels (torchvision's and DeepLab's
+    cross-entropy with ignore_index: the mean over every labelled pixel of the batch), not as a whole image."""
+    model = build_task_model("segmentation", "resnet20", 3, image_size=(32, 32), head="fcn",
+                             head_options={"width": 8})
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(2, 32, 32, 3)).astype("float32")
+    masks = rng.integers(0, 3, size=(2, 32, 32))
+    masks[1, :, 2:] = 255  # the second crop is mostly padding: 64 labelled pixels against 1024
+    picked = -np.take_along_axis(_log_softmax(logits), np.where(masks == 255, 0, masks)[..., None], -1)[..., 0]
+    labelled = masks != 255
+    pixel_mean = picked[labelled].mean()
+    image_mean = np.mean([picked[i][labelled[i]].mean() for i in range(2)])
+    loss = float(model.compute_loss(y=masks, y_pred=logits))
+    assert loss == pytest.approx(pixel_mean, rel=1e-5)
+    assert abs(pixel_mean - image_mean) > 1e-2  # the per-image mean (kcnn before) is another number
 
 
 def test_iou_metrics_agree_with_scikit_learn():

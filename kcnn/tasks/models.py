@@ -62,7 +62,9 @@ class Task(keras.Model):
     """The common part of the task models: config, loss and metrics hooks, decoded ``predict``.
 
     Subclasses give ``per_example_loss(y, y_pred) -> [B]``, ``statistics(y, y_pred)`` (additive
-    float32 tensors), ``statistics_shapes()``, ``summarize(sums)`` and ``decode(y_pred)``.
+    float32 tensors), ``statistics_shapes()``, ``summarize(sums)`` and ``decode(y_pred)``. A batch's
+    loss is the mean of ``per_example_loss``, or, where ``loss_weights(y)`` gives per-example weights
+    (a segmenter's labelled pixels), the sum of ``per_example_loss`` over the sum of the weights.
     """
 
     task = None
@@ -85,9 +87,14 @@ class Task(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         per_example = self.per_example_loss(y, y_pred)
+        weights = self.loss_weights(y)
+        if weights is None:
+            weights = ops.ones_like(per_example)
         if sample_weight is not None:
-            per_example = per_example * ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
-        total = self._aggregate_additional_loss(ops.mean(per_example))  # Keras' distribution scaling
+            sample_weight = ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
+            per_example, weights = per_example * sample_weight, weights * sample_weight
+        mean = ops.sum(per_example) / ops.maximum(ops.sum(weights), 1e-12)
+        total = self._aggregate_additional_loss(mean)  # Keras' distribution scaling
         for extra in self.losses:
             total = total + self._aggregate_additional_loss(extra)
         return total
@@ -99,6 +106,10 @@ class Task(keras.Model):
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return self.decode(self(x, training=False))
+
+    def loss_weights(self, y):
+        """Per-example weights of the batch's loss mean, or ``None``: every example weighs one."""
+        return None
 
     def statistics_shapes(self):
         return {}
@@ -197,7 +208,12 @@ def _features(backbone, image_size, options, weights):
 @keras.saving.register_keras_serializable(package="kcnn")
 class ImageSegmenter(Task):
     """A segmentation head (``fcn``, ``deeplabv3``, ``unet``) on a zoo backbone: per-pixel logits,
-    ``predict`` gives class ids; pixels labelled ``ignore_label`` count in neither loss nor metrics."""
+    ``predict`` gives class ids; pixels labelled ``ignore_label`` count in neither loss nor metrics.
+
+    Targets are masks [B, H, W] at the network's size (training crops), or, to score at each image's
+    original resolution (evaluation), ``{"masks": [B, H, W] padded with ignore_label, "image_size":
+    [B, 2]}``: the logits are resized bilinearly to each image's size first. The loss is the mean over
+    the batch's labelled pixels."""
 
     task = "segmentation"
     key_metric = "mean_iou"
@@ -215,14 +231,27 @@ class ImageSegmenter(Task):
                          backbone_layers=[layer.name for layer in features.layers], **kwargs)
 
     def per_example_loss(self, y, y_pred):
-        return segmentation.segmentation_loss(y, y_pred, ignore_label=self.ignore_label)
+        masks, logits = self._at_labels(y, y_pred)
+        return segmentation.segmentation_loss(masks, logits, ignore_label=self.ignore_label)
+
+    def loss_weights(self, y):
+        masks = y["masks"] if isinstance(y, dict) else y
+        return segmentation.labelled_pixels(masks, ignore_label=self.ignore_label)
 
     def statistics_shapes(self):
         return {"confusion": (self.num_classes, self.num_classes)}
 
     def statistics(self, y, y_pred):
-        return {"confusion": segmentation.confusion_matrix(y, y_pred, self.num_classes,
+        masks, logits = self._at_labels(y, y_pred)
+        return {"confusion": segmentation.confusion_matrix(masks, logits, self.num_classes,
                                                            ignore_label=self.ignore_label)}
+
+    @staticmethod
+    def _at_labels(y, y_pred):
+        """(masks, logits) at the masks' resolution: evaluation's original-size labels, or the network's."""
+        if isinstance(y, dict):
+            return y["masks"], segmentation.at_label_resolution(y_pred, y["masks"], y["image_size"])
+        return y, y_pred
 
     def summarize(self, sums):
         metrics = segmentation.confusion_metrics(sums["confusion"])

@@ -124,9 +124,11 @@ def build_segmenter(backbone, num_classes, *, head="fcn", width=256, fcn_skips=2
 
 
 def segmentation_loss(masks, logits, *, ignore_label=IGNORE_LABEL):
-    """Per-image mean cross-entropy over the pixels whose label is not ``ignore_label``: float32 [B].
+    """Per-image sums of the cross-entropy over the pixels whose label is not ``ignore_label``: float32 [B].
 
-    An image with no labelled pixel contributes 0 (never NaN).
+    A batch's loss is their sum over :func:`labelled_pixels`' sum, the mean over every labelled
+    pixel of the batch (the torchvision and DeepLab references' loss): a crop that is mostly
+    ``ignore_label`` weighs by its labelled pixels, not as a whole image.
 
     >>> logits = tf.constant([[[[2.0, 0.0], [0.0, 2.0]]]])
     >>> masks = tf.constant([[[0, 255]]])
@@ -137,8 +139,34 @@ def segmentation_loss(masks, logits, *, ignore_label=IGNORE_LABEL):
     valid = tf.not_equal(masks, ignore_label)
     labels = tf.where(valid, masks, 0)
     per_pixel = keras.losses.sparse_categorical_crossentropy(labels, tf.cast(logits, tf.float32), from_logits=True)
-    weights = tf.cast(valid, tf.float32)
-    return tf.reduce_sum(per_pixel * weights, axis=[1, 2]) / tf.maximum(tf.reduce_sum(weights, axis=[1, 2]), 1.0)
+    return tf.reduce_sum(per_pixel * tf.cast(valid, tf.float32), axis=[1, 2])
+
+
+def labelled_pixels(masks, *, ignore_label=IGNORE_LABEL):
+    """Per-image counts of the pixels whose label is not ``ignore_label``: float32 [B]."""
+    return tf.reduce_sum(tf.cast(tf.not_equal(tf.cast(masks, tf.int32), ignore_label), tf.float32), axis=[1, 2])
+
+
+def at_label_resolution(logits, masks, image_size):
+    """``logits`` [B, h, w, C] resized bilinearly to each image's ``image_size`` [B, 2] (its labels'
+    resolution) and zero-padded to ``masks``' padded size [B, H, W]: scores at the original resolution,
+    as the DeepLab and torchvision references evaluate (the mask's padding holds the ignore label).
+
+    >>> logits = tf.reshape(tf.range(8, dtype=tf.float32), [1, 2, 2, 2])
+    >>> masks = tf.fill([1, 3, 6], 255)
+    >>> at_label_resolution(logits, masks, tf.constant([[2, 4]])).shape
+    TensorShape([1, 3, 6, 2])
+    """
+    logits = tf.cast(logits, tf.float32)
+    padded = tf.shape(masks)[1:3]
+
+    def resize(example):
+        image_logits, size = example
+        resized = tf.image.resize(image_logits[None], size, method="bilinear")[0]
+        return tf.pad(resized, [[0, padded[0] - size[0]], [0, padded[1] - size[1]], [0, 0]])
+
+    return tf.map_fn(resize, (logits, tf.cast(image_size, tf.int32)),
+                     fn_output_signature=tf.TensorSpec([None, None, logits.shape[-1]], tf.float32))
 
 
 def confusion_matrix(masks, logits, num_classes, *, ignore_label=IGNORE_LABEL):

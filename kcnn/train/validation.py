@@ -17,10 +17,23 @@ def statistics_variables(model):
 
 
 def batch_sums(model, targets, outputs, per_example_loss):
-    """A batch's loss sum, sample count and the model's statistics."""
+    """A batch's loss sum, the loss's denominator (examples, or a segmenter's labelled pixels) and the
+    model's statistics."""
+    weights = model.loss_weights(targets)
     return {"loss": tf.reduce_sum(per_example_loss),
-            "samples": tf.cast(tf.shape(per_example_loss)[0], tf.float32),
+            "samples": (tf.cast(tf.shape(per_example_loss)[0], tf.float32) if weights is None
+                        else tf.reduce_sum(weights)),
             **model.statistics(targets, outputs)}
+
+
+def replica_loss(model, targets, per_example_loss, global_batch):
+    """This replica's share of the global batch's mean loss (the shares add up to the mean): over
+    ``global_batch`` examples, or over every replica's ``model.loss_weights`` (labelled pixels)."""
+    weights = model.loss_weights(targets)
+    if weights is None:
+        return tf.nn.compute_average_loss(per_example_loss, global_batch_size=global_batch)
+    total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(weights))
+    return tf.reduce_sum(per_example_loss) / tf.maximum(total, 1.0)
 
 
 def read(variables):
@@ -36,12 +49,12 @@ def summary(model, sums):
 
 
 class Validator:
-    """The compiled evaluation step of ``model`` on ``task_data``'s splits under ``strategy``."""
+    """The compiled evaluation step of ``model`` on ``task_data``'s ``split`` under ``strategy``."""
 
-    def __init__(self, model, task_data, strategy):
+    def __init__(self, model, task_data, strategy, split="val"):
         self.model, self.data, self.strategy = model, task_data, strategy
         self.sums = statistics_variables(model)
-        self.evaluation = task_data.evaluation(model)
+        self.evaluation = task_data.evaluation(model, split)
         self.step = tf.function(self._step)
 
     def _step(self, batch):
