@@ -9,8 +9,8 @@ import tensorflow as tf
 from PIL import Image
 from scipy import ndimage
 
-from kcnn.data import (SHAPES_CLASSES, dense_dataset_info, load_detection, load_segmentation,
-                       skipped_samples)
+from kcnn.data import (SHAPES_CLASSES, dense_dataset_info, detection_ground_truth, load_detection,
+                       load_segmentation, skipped_samples)
 from kcnn.data import shapes
 
 MEAN_RGB = np.array([123.68, 116.78, 103.94], np.float32)
@@ -276,7 +276,8 @@ def test_tfds_oxford_iiit_pet_trimap_becomes_pet_background_and_ignore(mock_tfds
 
 @pytest.mark.parametrize("name, dropped, classes", [("voc/2007", "is_difficult", 20),
                                                     ("coco/2017", "is_crowd", 80)])
-def test_tfds_detection_drops_difficult_or_crowd_boxes(mock_tfds, name, dropped, classes):
+def test_tfds_detection_learns_without_difficult_or_crowd_boxes_and_scores_with_them(mock_tfds, name, dropped,
+                                                                                    classes):
     info = dense_dataset_info(name, "detection")
     assert info.num_classes == classes == len(info.class_names)
     assert info.num_examples == {"train": 6, "val": 6}
@@ -297,6 +298,16 @@ def test_tfds_detection_drops_difficult_or_crowd_boxes(mock_tfds, name, dropped,
         np.testing.assert_allclose(targets["boxes"][index, :n], boxes[:n], atol=1e-6)
         np.testing.assert_array_equal(targets["classes"][index, :n], labels[:n])
     assert skips_since(before) == ({"box over max_boxes": over} if over else {})
+    assert list(targets["image_index"]) == list(range(len(raw)))
+    truth = detection_ground_truth(name, "val")
+    for index, example in enumerate(raw):  # every box, in the original image's pixels, ignore regions marked
+        height, width = example["image"].shape[:2]
+        objects, image = example["objects"], truth[index]
+        np.testing.assert_allclose(image["boxes"], objects["bbox"] * [height, width, height, width], atol=1e-4)
+        np.testing.assert_array_equal(image["ignore"], objects[dropped])
+        areas = objects["area"] if "area" in objects else np.prod(np.diff(image["boxes"].reshape(-1, 2, 2), axis=1),
+                                                                  axis=-1).ravel()
+        np.testing.assert_allclose(image["area"], areas, rtol=1e-5)
     train, _ = load_detection(name, "train", image_size=(32, 32), batch_size=4, training=True)
     images, targets = next(iter(train))
     assert images.shape == (4, 32, 32, 3) and targets["boxes"].shape == (4, 100, 4)
@@ -484,6 +495,13 @@ def test_coco_folder_boxes_are_normalised_clipped_and_cleaned(coco_folder):
     np.testing.assert_allclose(targets["boxes"][0, :2],
                                [[2 / 20, 4 / 40, 12 / 20, 12 / 40], [10 / 20, 30 / 40, 1, 1]])
     np.testing.assert_array_equal(targets["classes"], [[0, 1, -1, -1], [-1, -1, -1, -1]])
+    assert list(targets["image_index"]) == [0, 1]  # broken.png (index 2) was skipped
+    truth = detection_ground_truth(coco_folder, "train")
+    assert sorted(truth) == [0, 1, 2] and (truth[0]["height"], truth[0]["width"]) == (20, 40)
+    # Original pixels, the crowd box kept as an ignore region; the empty box and the unknown class left out.
+    np.testing.assert_array_equal(truth[0]["boxes"], [[2, 4, 12, 12], [10, 30, 20, 40], [0, 0, 10, 10]])
+    np.testing.assert_array_equal(truth[0]["classes"], [0, 1, 0])
+    np.testing.assert_array_equal(truth[0]["ignore"], [False, False, True])
 
 
 def test_folder_of_unknown_layout_describes_both(tmp_path):

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import kcnn
 from kcnn.tasks.anchors import AnchorConfig, decode_boxes, encode_boxes, encode_targets, generate, grid_size
-from kcnn.tasks.coco_eval import DetectionEvaluator, coco_metrics
+from kcnn.tasks.coco_eval import coco_metrics
 from kcnn.tasks.detection import anchors_for, build_retinanet, retinanet_config, retinanet_loss
 from kcnn.tasks.nms import decode_detections
 
@@ -195,15 +195,15 @@ def test_classwise_nms_and_normalised_clipped_boxes():
 
 
 def test_coco_metrics_perfect_shifted_and_missing():
-    truth = [(np.array([[10.0, 10.0, 50.0, 50.0], [60, 10, 90, 70]]), np.array([0, 1])),
-             (np.array([[5.0, 5.0, 95.0, 95.0]]), np.array([1]))]
-    perfect = [(boxes, np.full(len(classes), 0.9), classes) for boxes, classes in truth]
+    truth = [{"boxes": np.array([[10.0, 10.0, 50.0, 50.0], [60, 10, 90, 70]]), "classes": np.array([0, 1])},
+             {"boxes": np.array([[5.0, 5.0, 95.0, 95.0]]), "classes": np.array([1])}]
+    perfect = [(image["boxes"], np.full(len(image["classes"]), 0.9), image["classes"]) for image in truth]
     metrics = coco_metrics(truth, perfect, class_names=["a", "b", "c"])
     for key in ("mAP", "mAP50", "mAP75"):
         assert metrics[key] == pytest.approx(1.0)
     assert metrics["per_class_AP50"]["b"] == pytest.approx(1.0) and math.isnan(metrics["per_class_AP50"]["c"])
     shifted = [(np.array([[10.0, 20.0, 50.0, 60.0]]), np.array([0.9]), np.array([0]))]  # IoU 30 / 50 = 0.6
-    one = coco_metrics([(truth[0][0][:1], truth[0][1][:1])], shifted)
+    one = coco_metrics([{key: value[:1] for key, value in truth[0].items()}], shifted)
     assert one["mAP50"] == pytest.approx(1.0) and one["mAP75"] == 0.0 and one["mAP"] == pytest.approx(0.3)
     empty = coco_metrics(truth, [(np.zeros((0, 4)), np.zeros(0), np.zeros(0, int))] * 2)
     assert empty["mAP"] == 0.0 and empty["mAP50"] == 0.0
@@ -244,7 +244,9 @@ def test_retinanet_learns_rectangles():
 
     losses = [float(step(rng.choice(16, 8, replace=False))) for _ in range(100)]
     assert np.mean(losses[-10:]) < 0.1 * np.mean(losses[:5]), losses[::10]
-    evaluator = DetectionEvaluator((size, size), ["red", "green"])
-    detections = decode_detections(model(images), anchors, image_size=(size, size))
-    evaluator.add({"boxes": boxes, "classes": classes}, detections)
-    assert evaluator.result()["mAP50"] > 0.5
+    found = decode_detections(model(images), anchors, image_size=(size, size))
+    truth = [{"boxes": b[c >= 0] * size, "classes": c[c >= 0]} for b, c in zip(boxes, classes)]
+    detections = [(found["detection_boxes"][i, :n].numpy() * size, found["detection_scores"][i, :n].numpy(),
+                   found["detection_classes"][i, :n].numpy().astype(int))
+                  for i, n in enumerate(found["num_detections"].numpy())]
+    assert coco_metrics(truth, detections, class_names=["red", "green"])["mAP50"] > 0.5

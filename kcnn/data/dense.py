@@ -2,8 +2,9 @@
 
 Images are float32 [B, H, W, 3] with pixel values in [0, 255] (grayscale repeated to RGB) at
 exactly image_size; masks int32 [B, H, W] class ids (255 = ignore); detection targets are boxes
-normalised ymin, xmin, ymax, xmax zero-padded to max_boxes, classes padded with -1, and the
-count of real boxes. Training pipelines shuffle and augment with `seed`: same seed, same batches
+normalised ymin, xmin, ymax, xmax zero-padded to max_boxes, classes padded with -1, the count of
+real boxes and each image's index in its split (the key of `detection_ground_truth`, what
+detections are scored against). Training pipelines shuffle and augment with `seed`: same seed, same batches
 whatever the load; like every seeded TF op they also depend on the global TF seed
 (keras.utils.set_random_seed), so set that too, or leave it unset, to repeat a run.
 
@@ -17,6 +18,9 @@ whatever the load; like every seeded TF op they also depend on the global TF see
 >>> images, targets = next(iter(ds))
 >>> targets["boxes"].shape, targets["classes"].dtype, targets["num_boxes"].shape
 (TensorShape([8, 10, 4]), tf.int32, TensorShape([8]))
+>>> truth = detection_ground_truth("shapes", "val")
+>>> len(truth), truth[int(targets["image_index"][0])]["boxes"].shape[1]  # original pixels, all boxes
+(250, 4)
 >>> dense_dataset_info("coco/2017", "detection", data_dir="/nonexistent")
 Traceback (most recent call last):
 ValueError: TFDS dataset 'coco/2017' is not prepared in ...
@@ -25,6 +29,8 @@ ValueError: TFDS dataset 'coco/2017' is not prepared in ...
 import os
 
 import tensorflow as tf
+
+import functools
 
 from kcnn.data.dense_folders import FOLDER_LAYOUTS, folder_info, folder_kind, open_folder
 from kcnn.data.dense_sources import (IGNORE_LABEL, TASKS, TFDS_DATASETS, count_skip, open_shapes,
@@ -37,7 +43,7 @@ _MEAN_RGB = (123.68, 116.78, 103.94)
 
 
 def load_segmentation(dataset, split, *, image_size, batch_size, training, seed=0, data_dir=None,
-                      manual_dir=None, download=False, drop_remainder=None):
+                      manual_dir=None, download=False, drop_remainder=None, original_masks=False):
     """Batches of (images, masks) of `split` ("train" or "val") of `dataset`, and its
     SegmentationInfo.
 
@@ -45,9 +51,12 @@ def load_segmentation(dataset, split, *, image_size, batch_size, training, seed=
     trimap becomes 0 background, 1 pet, and the border pixels 255, ignored). training=True
     shuffles, scales by a random factor in [0.75, 1.5] of image_size, crops (or pads: images
     with the ImageNet mean, masks with 255) to image_size, flips at random, and drops the last
-    partial batch unless drop_remainder=False; evaluation resizes (images bilinear, masks
-    nearest). A sample whose mask holds a value neither < num_classes nor 255, or whose image or
-    mask is unreadable, is skipped and counted in skipped_samples().
+    partial batch unless drop_remainder=False; evaluation resizes images (bilinear) and masks
+    (nearest), or, with original_masks=True, keeps each mask at its image's original size: targets
+    {"masks": int32 [B, H, W] padded with 255 to the batch's largest, "image_size": int32 [B, 2]},
+    the labels mean IoU is scored on (kcnn.tasks.ImageSegmenter resizes its logits to them). A
+    sample whose mask holds a value neither < num_classes nor 255, or whose image or mask is
+    unreadable, is skipped and counted in skipped_samples().
     """
     _check_arguments(split, image_size, batch_size)
     image_size = tuple(image_size)
@@ -55,6 +64,12 @@ def load_segmentation(dataset, split, *, image_size, batch_size, training, seed=
     num_classes = source.info.num_classes
     ds = _decoded(source, training, seed)
     ds = ds.filter(lambda example: _known_labels(example, num_classes))
+    if original_masks and not training:
+        ds = ds.map(lambda example: _original_masks_pair(example, image_size),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        padding = (0.0, {"masks": IGNORE_LABEL, "image_size": 0})
+        ds = ds.padded_batch(batch_size, padding_values=padding, drop_remainder=bool(drop_remainder))
+        return ds.prefetch(tf.data.AUTOTUNE), source.info
     ds = _transformed(ds, training, seed,
                       lambda example, op_seed: _segmentation_pair(example, image_size, op_seed))
     return _batched(ds, batch_size, training, drop_remainder), source.info
@@ -62,13 +77,14 @@ def load_segmentation(dataset, split, *, image_size, batch_size, training, seed=
 
 def load_detection(dataset, split, *, image_size, batch_size, training, seed=0, max_boxes=100,
                    data_dir=None, manual_dir=None, download=False, drop_remainder=None):
-    """Batches of (images, {"boxes", "classes", "num_boxes"}) of `split` of `dataset`, and its
-    DetectionInfo.
+    """Batches of (images, {"boxes", "classes", "num_boxes", "image_index"}) of `split` of `dataset`,
+    and its DetectionInfo: the targets a detector's loss learns from.
 
-    dataset: "shapes", a COCO-layout folder, or voc/2007, voc/2012 (TFDS; "difficult" boxes are
-    dropped, as the VOC metric ignores them) or coco/2017 (TFDS; crowd boxes dropped). Boxes
-    are clipped to the image; boxes left without area, or of an unknown class, are dropped and
-    counted in skipped_samples(), and so are the boxes after the first max_boxes of an image.
+    dataset: "shapes", a COCO-layout folder, or voc/2007, voc/2012 (TFDS) or coco/2017 (TFDS).
+    Ignore regions (COCO's crowd and VOC's difficult boxes) are left out of these targets: the
+    evaluation keeps them (`detection_ground_truth`). Boxes are clipped to the image; boxes left
+    without area, or of an unknown class, are dropped and counted in skipped_samples(), and so are
+    the boxes after the first max_boxes of an image (the loss's only: evaluation never truncates).
     Images without boxes are kept. training=True shuffles and flips at random (boxes mirrored);
     both modes resize to image_size, which keeps normalised boxes exact.
     """
@@ -84,6 +100,27 @@ def load_detection(dataset, split, *, image_size, batch_size, training, seed=0, 
     ds = _transformed(ds, training, seed, lambda example, op_seed: _detection_pair(
         example, image_size, max_boxes, op_seed))
     return _batched(ds, batch_size, training, drop_remainder), source.info
+
+
+def detection_ground_truth(dataset, split, *, data_dir=None, manual_dir=None, download=False):
+    """{image index: ground truth} of `split` of a detection dataset, as COCO and VOC score it: every box
+    (none truncated) in the image's original pixels, its crowd or difficult boxes kept as ignore regions,
+    COCO's annotated areas (see kcnn.data.dense_sources.image_ground_truth). Boxes of an unknown class are
+    left out, as the loaders drop them. Read once per process and split."""
+    if _kind(dataset, "detection") == "folder":
+        dataset = os.fspath(dataset)
+    return _ground_truth(dataset, split, data_dir, manual_dir, download)
+
+
+@functools.lru_cache(maxsize=4)
+def _ground_truth(dataset, split, data_dir, manual_dir, download):
+    source = _open(dataset, "detection", split, False, 0, data_dir, manual_dir, download)
+    known = source.info.num_classes
+    truth = {}
+    for index, image in source.ground_truth().items():
+        keep = (image["classes"] >= 0) & (image["classes"] < known)
+        truth[index] = {**image, **{key: image[key][keep] for key in ("boxes", "classes", "ignore", "area")}}
+    return truth
 
 
 def dense_dataset_info(dataset, task, *, data_dir=None, manual_dir=None, download=False):
@@ -188,6 +225,13 @@ def _segmentation_pair(example, image_size, seed):
     return tf.ensure_shape(image, [*image_size, 3]), tf.ensure_shape(mask, image_size)
 
 
+def _original_masks_pair(example, image_size):
+    """(image resized to image_size, {"masks": the mask as it is, "image_size": its height and width})."""
+    image = tf.image.resize(tf.cast(example["image"], tf.float32), image_size)
+    mask = tf.cast(example["mask"], tf.int32)
+    return tf.ensure_shape(image, [*image_size, 3]), {"masks": mask, "image_size": tf.shape(mask)[:2]}
+
+
 def _train_segmentation(example, image_size, seed):
     """Random scale, crop or pad to image_size, and flip, the same for image and mask."""
     scale_seed, crop_seed, flip_seed = tf.unstack(tf.random.split(seed, 3))
@@ -213,10 +257,11 @@ def _train_segmentation(example, image_size, seed):
 
 
 def _clean_boxes(example, num_classes, max_boxes):
-    """Boxes clipped to [0, 1]; unknown classes, empty boxes and those past max_boxes dropped
-    (and counted)."""
-    boxes = tf.clip_by_value(tf.cast(example["boxes"], tf.float32), 0.0, 1.0)
-    classes = tf.cast(example["classes"], tf.int32)
+    """The loss's boxes: ignore regions left out, boxes clipped to [0, 1]; unknown classes, empty boxes
+    and those past max_boxes dropped (and counted)."""
+    learned = tf.logical_not(tf.cast(example["ignore"], tf.bool))
+    boxes = tf.clip_by_value(tf.cast(tf.boolean_mask(example["boxes"], learned), tf.float32), 0.0, 1.0)
+    classes = tf.cast(tf.boolean_mask(example["classes"], learned), tf.int32)
     known = (classes >= 0) & (classes < num_classes)
     # NaN coordinates fail these comparisons: such boxes count as empty.
     has_area = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
@@ -230,7 +275,7 @@ def _clean_boxes(example, num_classes, max_boxes):
     ]
     with tf.control_dependencies(counted):
         return {"image": tf.identity(example["image"]), "boxes": tf.identity(boxes[:max_boxes]),
-                "classes": tf.identity(classes[:max_boxes])}
+                "classes": tf.identity(classes[:max_boxes]), "index": tf.cast(example["index"], tf.int32)}
 
 
 def _detection_pair(example, image_size, max_boxes, seed):
@@ -248,5 +293,6 @@ def _detection_pair(example, image_size, max_boxes, seed):
         "classes": tf.ensure_shape(tf.pad(classes, [[0, max_boxes - count]], constant_values=-1),
                                    [max_boxes]),
         "num_boxes": count,
+        "image_index": example["index"],
     }
     return tf.ensure_shape(image, [*image_size, 3]), targets

@@ -9,8 +9,9 @@ named "background", "class_1", ...
 
 COCO (detection): PATH/annotations/instances_<split>.json with images in PATH/<split>/ (or, as
 COCO ships, instances_<split>2017.json and PATH/<split>2017/). Categories of both files are
-numbered 0..K-1 in sorted id order; "iscrowd" boxes are dropped; [x, y, w, h] pixel boxes become
-normalised ymin, xmin, ymax, xmax with the width and height the JSON gives for the image.
+numbered 0..K-1 in sorted id order; "iscrowd" boxes are ignore regions (left out of the loss, kept
+in the evaluation's ground truth with their "area"); [x, y, w, h] pixel boxes become normalised
+ymin, xmin, ymax, xmax with the width and height the JSON gives for the image.
 
 <split> is train or val. Folders are listed (and COCO files parsed) once per process. A folder
 in neither layout is refused with both described:
@@ -28,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from kcnn.data.dense_sources import (IGNORE_LABEL, DenseSource, DetectionInfo, SegmentationInfo,
-                                     decode_image, decode_or_skip, sized_like)
+                                     decode_image, decode_or_skip, image_ground_truth, sized_like)
 from kcnn.data.sources import SPLITS, _import_optional
 
 FOLDER_LAYOUTS = {
@@ -157,7 +158,7 @@ def _coco_files(root):
 
 @functools.lru_cache(maxsize=4)
 def _coco_listing(root):
-    """The DetectionInfo and {split: (image paths, boxes ragged, classes ragged)}."""
+    """The DetectionInfo and {split: CocoSplit}."""
     files = _coco_files(root)
     parsed = {}
     for split, (annotations, _) in files.items():
@@ -170,38 +171,42 @@ def _coco_listing(root):
     label_of = {category: label for label, category in enumerate(ids)}
     listing = {split: _coco_split(content, files[split], label_of)
                for split, content in parsed.items()}
-    counts = {split: len(listing[split][0]) if split in listing else 0 for split in SPLITS}
+    counts = {split: len(listing[split]["paths"]) if split in listing else 0 for split in SPLITS}
     info = DetectionInfo(root, len(ids), tuple(categories[i] for i in ids), counts)
     return info, listing
 
 
 def _coco_split(content, files, label_of):
+    """{"paths", "sizes" [(height, width)], and per image lists of pixel "boxes" (ymin, xmin, ymax, xmax),
+    "classes", "ignore" (iscrowd) and "area"}, images in id order."""
     annotations_file, image_dir = files
     images = sorted(content.get("images", []), key=lambda image: image["id"])
-    boxes = {image["id"]: [] for image in images}
-    classes = {image["id"]: [] for image in images}
-    sizes = {}
+    position, sizes = {}, []
     for image in images:
         height, width = image.get("height"), image.get("width")
         if not height or not width:
             raise ValueError(f"image {image.get('file_name')!r} in {annotations_file} has no "
                              "width and height; COCO images need both")
-        sizes[image["id"]] = (height, width)
+        position[image["id"]] = len(sizes)
+        sizes.append((height, width))
+    split = {"paths": [os.path.join(image_dir, image["file_name"]) for image in images], "sizes": sizes,
+             **{key: [[] for _ in images] for key in ("boxes", "classes", "ignore", "area")}}
     for annotation in content.get("annotations", []):
-        if annotation.get("iscrowd", 0) or annotation.get("image_id") not in sizes:
+        if annotation.get("image_id") not in position:
             continue
-        height, width = sizes[annotation["image_id"]]
+        i = position[annotation["image_id"]]
         x, y, w, h = annotation["bbox"]
-        boxes[annotation["image_id"]].append((y / height, x / width, (y + h) / height,
-                                              (x + w) / width))
+        split["boxes"][i].append((y, x, y + h, x + w))
         # An unknown category becomes -1: dropped and counted as "bad box class" when read.
-        classes[annotation["image_id"]].append(label_of.get(annotation.get("category_id"), -1))
-    paths = [os.path.join(image_dir, image["file_name"]) for image in images]
-    lengths = [len(boxes[image["id"]]) for image in images]
-    flat_boxes = np.array([box for image in images for box in boxes[image["id"]]],
-                          np.float32).reshape(-1, 4)
-    flat_classes = np.array([c for image in images for c in classes[image["id"]]], np.int32)
-    return paths, lengths, flat_boxes, flat_classes
+        split["classes"][i].append(label_of.get(annotation.get("category_id"), -1))
+        split["ignore"][i].append(bool(annotation.get("iscrowd", 0)))
+        split["area"][i].append(float(annotation.get("area", 0.0)))
+    return split
+
+
+def _ragged(rows, dtype, width=None):
+    flat = np.array([value for row in rows for value in row], dtype)
+    return tf.RaggedTensor.from_row_lengths(flat.reshape(-1, width) if width else flat, [len(row) for row in rows])
 
 
 def _coco_source(root, split):
@@ -209,11 +214,13 @@ def _coco_source(root, split):
     if split not in listing:
         raise ValueError(f"folder {root} has no annotations/instances_{split}.json; expected "
                          f"{FOLDER_LAYOUTS['detection']}")
-    paths, lengths, flat_boxes, flat_classes = listing[split]
+    listed = listing[split]
+    scale = [np.tile(np.asarray(size, np.float64), 2) for size in listed["sizes"]]
+    normalised = [np.asarray(boxes, np.float64).reshape(-1, 4) / s for boxes, s in zip(listed["boxes"], scale)]
     records = tf.data.Dataset.from_tensor_slices({
-        "name": tf.constant(paths, tf.string),
-        "boxes": tf.RaggedTensor.from_row_lengths(flat_boxes, lengths),
-        "classes": tf.RaggedTensor.from_row_lengths(flat_classes, lengths),
+        "name": tf.constant(listed["paths"], tf.string), "index": tf.range(len(listed["paths"]), dtype=tf.int32),
+        "boxes": _ragged(normalised, np.float32, 4), "classes": _ragged(listed["classes"], np.int32),
+        "ignore": _ragged(listed["ignore"], bool),
     })
 
     def example(record):
@@ -221,4 +228,10 @@ def _coco_source(root, split):
                   for key, value in record.items()}
         return {**record, "image": decode_image(tf.io.read_file(record["name"]))}
 
-    return DenseSource(records, lambda ds: decode_or_skip(ds, example), info, max(len(paths), 1))
+    def ground_truth():
+        return {i: image_ground_truth(*listed["sizes"][i], listed["boxes"][i], listed["classes"][i],
+                                      listed["ignore"][i], listed["area"][i])
+                for i in range(len(listed["paths"]))}
+
+    return DenseSource(records, lambda ds: decode_or_skip(ds, example), info, max(len(listed["paths"]), 1),
+                       ground_truth)

@@ -2,8 +2,11 @@
 
 A `DenseSource` holds cheap records to shuffle, a `decode` step turning them into examples, and
 the info. Segmentation examples are {"name": string, "image": uint8 [H, W, 3], "mask": int32
-[H, W]}; detection examples are {"name", "image", "boxes": float32 [k, 4] normalised ymin, xmin,
-ymax, xmax (not yet clipped), "classes": int32 [k]}. Shapes and TFDS infos read no pixels:
+[H, W]}; detection examples are {"name", "index": the record's position in the split, "image",
+"boxes": float32 [k, 4] normalised ymin, xmin, ymax, xmax (not yet clipped), "classes": int32 [k],
+"ignore": bool [k] (COCO's crowd, VOC's difficult boxes)}. A detection source also gives its
+split's ground truth for evaluation (`ground_truth`, on the host, in original pixels: see
+`image_ground_truth`). Shapes and TFDS infos read no pixels:
 
 >>> info = shapes_info("detection")
 >>> info.class_names, info.num_examples
@@ -31,7 +34,7 @@ SKIP_REASONS = ("unreadable", "bad mask label", "empty box", "bad box class",
                 "box over max_boxes")
 _TFDS_SHUFFLE_BUFFER = 1_000  # encoded images: a COCO-sized buffer would hold ~100 MB
 
-# TFDS name -> (task, {our split: TFDS split}, the boolean object feature whose boxes are dropped)
+# TFDS name -> (task, {our split: TFDS split}, the boolean object feature marking ignore regions)
 TFDS_DATASETS = {
     "oxford_iiit_pet": ("segmentation", {"train": "train", "val": "test"}, None),
     "voc/2007": ("detection", {"train": "train+validation", "val": "test"}, "is_difficult"),
@@ -66,6 +69,7 @@ class DetectionInfo:
     num_classes: int
     class_names: tuple
     num_examples: dict
+    ignored_boxes: str = "crowd"  # what its ignore regions are: COCO's "crowd" or VOC's "difficult" boxes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +80,26 @@ class DenseSource:
     decode: Callable[[tf.data.Dataset], tf.data.Dataset]
     info: object  # SegmentationInfo or DetectionInfo
     shuffle_buffer: int
+    ground_truth: Callable[[], dict] = None  # detection: {record index: image_ground_truth}
+
+
+def image_ground_truth(height, width, boxes, classes, ignore, area=None):
+    """One image's ground truth as detection protocols score it: ``boxes`` [n, 4] float64 pixels (ymin,
+    xmin, ymax, xmax) of the original image, clipped to it, ``classes``, ``ignore`` (crowd or difficult:
+    ignore regions) and ``area`` (the annotation's, COCO's segment area, or the box's), without the boxes
+    the loaders drop (no area once clipped; an unknown class is dropped by the caller) and never truncated.
+
+    >>> truth = image_ground_truth(10, 20, [[-2, 1, 4, 5], [3, 3, 3, 9]], [0, 1], [False, False])
+    >>> truth["boxes"].tolist(), truth["area"].tolist()
+    ([[0.0, 1.0, 4.0, 5.0]], [16.0])
+    """
+    boxes = np.clip(np.asarray(boxes, np.float64).reshape(-1, 4), 0, [height, width, height, width])
+    box_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep = box_area > 0
+    area = box_area if area is None else np.where(np.asarray(area, np.float64) > 0, area, box_area)
+    return {"height": int(height), "width": int(width), "boxes": boxes[keep],
+            "classes": np.asarray(classes, np.int64).reshape(-1)[keep],
+            "ignore": np.asarray(ignore, bool).reshape(-1)[keep], "area": np.asarray(area, np.float64)[keep]}
 
 
 def skipped_samples():
@@ -127,13 +151,18 @@ def open_shapes(task, split):
         records = tf.data.Dataset.from_tensor_slices((index, images, boxes / size, classes, counts))
 
         def example(i, image, box, label, count):
-            return {"name": _shapes_name(split, i), "image": image, "boxes": box[:count],
-                    "classes": label[:count]}
+            return {"name": _shapes_name(split, i), "index": i, "image": image, "boxes": box[:count],
+                    "classes": label[:count], "ignore": tf.zeros([count], tf.bool)}
 
     def decode(ds):
         return ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    return DenseSource(records, decode, shapes_info(task), len(images))
+    def ground_truth():
+        return {i: image_ground_truth(size, size, boxes[i, :n], classes[i, :n], np.zeros(n, bool))
+                for i, n in enumerate(counts)}
+
+    return DenseSource(records, decode, shapes_info(task), len(images),
+                       ground_truth if task == "detection" else None)
 
 
 def _shapes_name(split, index):
@@ -182,13 +211,14 @@ def _tfds_info(builder, name, task):
     if task == "segmentation":
         return SegmentationInfo(name, len(_PET_CLASSES), _PET_CLASSES, counts)
     names = tuple(builder.info.features["objects"]["label"].names)
-    return DetectionInfo(name, len(names), names, counts)
+    ignored = "difficult" if TFDS_DATASETS[name][2] == "is_difficult" else "crowd"
+    return DetectionInfo(name, len(names), names, counts, ignored)
 
 
 def _tfds_source(builder, name, task, split, *, training, seed):
     tfds = _import_optional("tensorflow_datasets", "tensorflow-datasets", name)
     info = _tfds_info(builder, name, task)
-    _, splits, dropped = TFDS_DATASETS[name]
+    _, splits, ignored = TFDS_DATASETS[name]
     examples = builder.as_dataset(split=splits[split], shuffle_files=training,
                                   decoders={"image": tfds.decode.SkipDecoding()},
                                   read_config=tfds.ReadConfig(shuffle_seed=seed))
@@ -204,21 +234,43 @@ def _tfds_source(builder, name, task, split, *, training, seed):
             mask = tf.gather(table, tf.cast(record["mask"][..., 0], tf.int32))
             return {"name": record["name"], "image": image, "mask": sized_like(mask, image)}
     else:
-        def keep(ex):
+        def record_of(index, ex):
             objects = ex["objects"]
-            kept = tf.logical_not(objects[dropped])
-            return {"name": ex["image/filename"], "encoded": ex["image"],
-                    "boxes": tf.boolean_mask(objects["bbox"], kept),
-                    "classes": tf.cast(tf.boolean_mask(objects["label"], kept), tf.int32)}
+            return {"name": ex["image/filename"], "index": tf.cast(index, tf.int32), "encoded": ex["image"],
+                    "boxes": objects["bbox"], "classes": tf.cast(objects["label"], tf.int32),
+                    "ignore": objects[ignored], "area": tf.cast(objects.get("area", tf.zeros_like(objects["label"])),
+                                                                tf.float64)}
 
-        records = examples.map(keep)
+        records = examples.enumerate().map(record_of)
 
         def example(record):
-            return {"name": record["name"], "image": decode_image(record["encoded"]),
-                    "boxes": record["boxes"], "classes": record["classes"]}
+            return {**{key: record[key] for key in ("name", "index", "boxes", "classes", "ignore")},
+                    "image": decode_image(record["encoded"])}
+
+        def ground_truth():
+            unshuffled = builder.as_dataset(split=splits[split], shuffle_files=False,
+                                            decoders={"image": tfds.decode.SkipDecoding()})
+            return {int(record["index"]): image_ground_truth(*size, record["boxes"] * np.tile(size, 2),
+                                                             record["classes"], record["ignore"], record["area"])
+                    for size, record in _with_image_sizes(unshuffled.enumerate().map(record_of))}
 
     buffer = max(1, min(info.num_examples[split], _TFDS_SHUFFLE_BUFFER))
-    return DenseSource(records, lambda ds: decode_or_skip(ds, example), info, buffer)
+    return DenseSource(records, lambda ds: decode_or_skip(ds, example), info, buffer,
+                       ground_truth if task == "detection" else None)
+
+
+def _with_image_sizes(records):
+    """(height, width), record pairs on the host; JPEG headers are read without decoding the pixels, and
+    unreadable images are left out (the loaders skip them)."""
+    def size_of(record):
+        encoded = record["encoded"]
+        shape = tf.cond(tf.image.is_jpeg(encoded), lambda: tf.image.extract_jpeg_shape(encoded)[:2],
+                        lambda: tf.shape(decode_image(encoded))[:2])
+        return shape, {key: value for key, value in record.items() if key != "encoded"}
+
+    sized = records.map(size_of, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+    for size, record in sized.as_numpy_iterator():
+        yield size.astype(np.float64), record
 
 
 # --- decoding ------------------------------------------------------------------------------

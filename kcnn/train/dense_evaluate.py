@@ -34,6 +34,6 @@ def evaluate_task(source, dataset, *, split="val", batch_size=16, data_dir=None,
                                             manual_dir=manual_dir)
     if task_data.info.num_classes != metadata["classes"]:
         raise ValueError(f"{dataset!r} has {task_data.info.num_classes} classes, the model {metadata['classes']}")
-    validate = Validator(model, task_data, tf.distribute.get_strategy())
+    validate = Validator(model, task_data, tf.distribute.get_strategy(), split)
     pipeline = task_data.pipeline(split, training=False, seed=0, batch_size=batch_size)
     return {"task": metadata["task"], "split": split, **validate(pipeline)}
