@@ -116,11 +116,40 @@ def test_pca_lighting_shifts_colours_by_krizhevsky_components():
     assert np.all(shift == shift[0, 0]) and 0 < np.abs(shift).max() < 30
 
 
-def test_eval_transform_center_crops_the_middle():
-    image = tf.reshape(tf.range(64 * 48, dtype=tf.float32) % 255, [64, 48, 1])
-    out = augment.eval_transform(image, (42, 42), center_crop=True)
-    assert out.shape == (42, 42, 1)
-    assert augment.eval_transform(image, (10, 12), center_crop=False).shape == (10, 12, 1)
+def test_eval_transform_center_crops_the_middle_of_the_shorter_side_resize():
+    image = tf.reshape(tf.range(48 * 96, dtype=tf.float32) % 255, [48, 96, 1])
+    out = augment.eval_transform(image, (42, 42), "center_crop", channels=1)
+    # shorter side 48 = round(42 / 0.875): no resize, the aspect ratio kept, columns 27..68
+    np.testing.assert_array_equal(out, image[3:45, 27:69])
+    assert augment.eval_transform(image, (10, 12), "resize", channels=1).shape == (10, 12, 1)
+    with pytest.raises(ValueError, match="unknown evaluation transform 'squash'; expected one of center_crop"):
+        augment.eval_transform(image, (10, 12), "squash", channels=1)
+
+
+def test_eval_transform_converts_channels_before_transforming():
+    image = tf.random.stateless_uniform([30, 50, 3], seed=(1, 1), maxval=255.0)
+    for name in augment.EVAL_TRANSFORMS:
+        expected = augment.eval_transform(tf.image.rgb_to_grayscale(image), (16, 16), name, channels=1)
+        np.testing.assert_array_equal(augment.eval_transform(image, (16, 16), name, channels=1), expected)
+
+
+def test_eval_transform_of_each_recipe():
+    assert {name: augment.eval_transform_for(name) for name in AUGMENTATIONS} == {
+        "alexnet": "center_crop", "vgg": "center_crop", "resnet_imagenet": "center_crop",
+        "googlenet": "center_crop", "cifar": "resize", "shift": "resize", "none": "resize"}
+    with pytest.raises(ValueError, match="unknown augmentation 'mixup'"):
+        augment.eval_transform_for("mixup")
+
+
+def test_ten_crops_are_corners_and_center_of_the_central_window_and_mirrors():
+    image = tf.reshape(tf.range(9 * 12, dtype=tf.float32), (9, 12, 1))
+    # shorter side already round(8 / 0.875) = 9: the window is the central 9x9 (columns 1..9)
+    crops = augment.ten_crops(image, (8, 8), channels=1).numpy()[..., 0]
+    assert crops.shape == (10, 8, 8)
+    window = image.numpy()[:, 1:10, 0]
+    for crop, (top, left) in zip(crops, [(0, 0), (0, 1), (1, 0), (1, 1), (0, 0)]):
+        np.testing.assert_array_equal(crop, window[top:top + 8, left:left + 8])
+    np.testing.assert_array_equal(crops[5:], crops[:5, :, ::-1])
 
 
 def test_unknown_augmentation_lists_the_known_ones():
@@ -206,6 +235,28 @@ def test_folder_val_split(image_folder):
                                 batch_size=8, training=False, augment="resnet_imagenet")
     images, labels = all_batches(ds)
     assert images.shape == (4, 8, 8, 3) and list(labels) == [0, 0, 1, 1]
+
+
+def test_folder_evaluation_keeps_the_aspect_ratio_after_imagenet_recipes(tmp_path):
+    """A 2:1 image, red in its left quarter: the center crop leaves the red out, a squash keeps it; an
+    eval_transform given wins over the augment's."""
+    pixels = np.zeros((16, 32, 3), np.uint8)
+    pixels[:, :8, 0], pixels[:, 8:, 2] = 255, 255
+    path = tmp_path / "val" / "x" / "0.png"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(tf.io.encode_png(pixels).numpy())
+    (tmp_path / "train" / "x").mkdir(parents=True)
+    options = dict(image_size=(8, 8), channels=3, batch_size=1, training=False)
+    cropped = first_batch(load_classification(tmp_path, "val", augment="alexnet", **options)[0])[0][0]
+    squashed = first_batch(load_classification(tmp_path, "val", augment="cifar", **options)[0])[0][0]
+    expected = augment.center_crop(augment.resize_shorter_side(tf.constant(pixels, tf.float32), 9), (8, 8))
+    np.testing.assert_allclose(cropped, expected, atol=1e-4)
+    np.testing.assert_allclose(squashed, tf.image.resize(tf.constant(pixels, tf.float32), (8, 8)), atol=1e-4)
+    assert not np.allclose(cropped, squashed, atol=1)
+    overridden = load_classification(tmp_path, "val", augment="cifar", eval_transform="center_crop", **options)
+    np.testing.assert_array_equal(first_batch(overridden[0])[0][0], cropped)
+    ten, _ = first_batch(load_classification(tmp_path, "val", ten_crop=True, **options)[0])
+    assert ten.shape == (1, 10, 8, 8, 3)
 
 
 def test_folder_val_class_not_in_train(image_folder):

@@ -1,5 +1,6 @@
-"""Export: TF Serving's layout, written atomically; SavedModels that answer like the Keras models in a
-fresh process; signatures, warmup records, REST-style requests, bad inputs; models.config; kcnn predict."""
+"""Export: TF Serving's layout, written atomically; SavedModels that answer like the Keras models on the
+evaluation pipeline's images in a fresh process; signatures, warmup records, REST-style requests, bad inputs;
+models.config; kcnn predict."""
 
 import base64
 import json
@@ -17,11 +18,12 @@ from tensorflow_serving.config import model_server_config_pb2
 
 import kcnn
 from kcnn.cli import main
-from kcnn.data import shapes
+from kcnn.data import augment, shapes
 from kcnn.export import export, models_config, warmup
 from kcnn.tasks import build_task_model
 from kcnn.tasks.detection import anchors_for
 from kcnn.tasks.nms import decode_detections
+from kcnn.train.task_data import ClassificationData
 from kcnn.weights import PRESETS, files
 
 SIZE = (64, 64)
@@ -67,7 +69,7 @@ def sources(tmp_path_factory):
     (root / "segmentation" / "metrics.json").write_text(json.dumps({"mean_iou": 0.5}))
     return {
         "classification": (classifier, _save(classifier, root / "classifier.weights.h5", _metadata(
-            "classification", "resnet20", 4, ["a", "b", "c", "d"]))),
+            "classification", "resnet20", 4, ["a", "b", "c", "d"], eval_transform="center_crop"))),
         "segmentation": (segmenter, _save(segmenter, root / "segmentation", _metadata(
             "segmentation", "resnet20", 4, classes, head="unet", head_options={"width": 16}))),
         "detection": (detector, _save(detector, root / "detection", _metadata(
@@ -77,12 +79,14 @@ def sources(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image_files(tmp_path_factory):
-    """Two PNGs (lossless: the Keras side sees the same pixels) of other sizes than the network's."""
+    """Two PNGs of other sizes than the network's (one not square) in a classification folder's val/x/."""
     root = tmp_path_factory.mktemp("images")
     images, _, _, _ = shapes.generate("val", size=96, count=2, seed=3)
-    paths = [root / "a.png", root / "b.png"]
+    (root / "train" / "x").mkdir(parents=True)
+    (root / "val" / "x").mkdir(parents=True)
+    paths = [root / "val" / "x" / "a.png", root / "val" / "x" / "b.png"]
     Image.fromarray(images[0]).save(paths[0])
-    Image.fromarray(images[1][:80, :90]).save(paths[1])
+    Image.fromarray(images[1][:60, :90]).save(paths[1])
     return paths
 
 
@@ -92,12 +96,21 @@ def exported(sources, tmp_path_factory):
     return base, {task: export(source, base / task) for task, (_, source) in sources.items()}
 
 
-def _keras_answer(task, model, pixels):
-    """The Keras model's answer, computed here: resize, normalise, run, post-process."""
-    network = PRESETS["torch"](tf.image.resize(tf.cast(pixels[None], tf.float32), SIZE))
-    outputs = model(network, training=False)
+def _classifier_inputs(image_files):
+    """The classification evaluation pipeline's normalised images of ``image_files``, in their order."""
+    folder = image_files[0].parents[2]
+    data = ClassificationData(folder, input_shape=(*SIZE, 3), preprocessing=PRESETS["torch"],
+                              eval_transform="center_crop")
+    images, _ = next(iter(data.pipeline("val", training=False, seed=0, batch_size=len(image_files))))
+    return images
+
+
+def _keras_answer(task, model, pixels, classifier_input):
+    """The Keras model's answer on what the evaluation pipelines give it (segmenters and detectors: a resize)."""
     if task == "classification":
-        return {"probabilities": tf.nn.softmax(outputs).numpy()}
+        return {"probabilities": tf.nn.softmax(model(classifier_input[None], training=False)).numpy()}
+    resized = augment.eval_transform(tf.cast(pixels, tf.float32), SIZE, "resize", channels=3)
+    outputs = model(PRESETS["torch"](resized[None]), training=False)
     if task == "segmentation":
         logits = tf.image.resize(outputs, pixels.shape[:2])
         return {"segmentation_mask": tf.argmax(logits, -1).numpy(), "probabilities": tf.nn.softmax(outputs).numpy()}
@@ -128,9 +141,10 @@ def test_fresh_process_answers_like_the_keras_model(task, exported, sources, ima
                    check=True, capture_output=True)
     answer = np.load(result, allow_pickle=True)  # labels are strings
     model = sources[task][0]
+    classifier_inputs = _classifier_inputs(image_files)
     for index, path in enumerate(image_files):
         pixels = np.asarray(Image.open(path))
-        expected = _keras_answer(task, model, pixels)
+        expected = _keras_answer(task, model, pixels, classifier_inputs[index])
         if task == "classification":
             np.testing.assert_allclose(answer["files_probabilities"][index], expected["probabilities"][0], atol=1e-4)
             assert answer["files_classes"][index][0] == expected["probabilities"][0].argmax()

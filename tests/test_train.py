@@ -36,19 +36,6 @@ def test_lenet5_learns_digits(tmp_path):
     assert ten_crop["count"] == 359 and ten_crop["top1"] >= 90.0  # mirrored digits are other symbols
 
 
-def test_ten_crops_are_corners_center_and_mirrors():
-    import tensorflow as tf
-
-    from kcnn.train.evaluate import ten_crops
-
-    image = tf.reshape(tf.range(6 * 8, dtype=tf.float32), (1, 6, 8, 1))
-    crops = ten_crops(image, (4, 4)).numpy()[:, 0, :, :, 0]
-    assert crops.shape == (10, 4, 4)
-    assert crops[0][0, 0] == 0 and crops[1][0, 0] == 4 and crops[2][0, 0] == 16 and crops[3][-1, -1] == 47
-    assert crops[4][0, 0] == 8 * 1 + 2  # center: rows 1..4, columns 2..5
-    np.testing.assert_array_equal(crops[5], crops[0][:, ::-1])
-
-
 def _pretrain_command(out, *extra):
     return [sys.executable, "-m", "kcnn.cli", "pretrain", "--model", "lenet5", "--dataset", "digits",
             "--recipe", "small", "--epochs", "3", "--precision", "fp32", "--checkpoint-every", "11",

@@ -2,7 +2,9 @@
 
 `load_classification` returns batches of (images float32 [B, H, W, C] with pixel values in
 [0, 255], labels int32 [B]) and the DatasetInfo. Training pipelines shuffle and augment with
-`seed`, so two pipelines built with the same seed yield the same batches:
+`seed`, so two pipelines built with the same seed yield the same batches. Evaluation pipelines
+apply the recipe's evaluation transform (`kcnn.data.augment`: "center_crop" after the
+ImageNet-style augmentations, else "resize"), as the exported SavedModels do:
 
 >>> ds, info = load_classification("digits", "val", image_size=(16, 16), channels=1,
 ...                                batch_size=32, training=False)
@@ -14,35 +16,38 @@
 import tensorflow as tf
 
 from kcnn.data import augment as augmentations
-from kcnn.data.augment import AUGMENTATIONS
-from kcnn.data.dense import dense_dataset_info, load_detection, load_segmentation
+from kcnn.data.augment import AUGMENTATIONS, EVAL_TRANSFORMS, eval_transform_for
+from kcnn.data.dense import dense_dataset_info, detection_ground_truth, load_detection, load_segmentation
 from kcnn.data.dense_sources import DetectionInfo, SegmentationInfo, skipped_samples
 from kcnn.data.shapes import SHAPES_CLASSES
 from kcnn.data.sources import SPLITS, DatasetInfo, dataset_info, open_source, skipped_images
 
-__all__ = ["AUGMENTATIONS", "DatasetInfo", "DetectionInfo", "SHAPES_CLASSES", "SegmentationInfo",
-           "dataset_info", "dense_dataset_info", "load_classification", "load_detection",
-           "load_segmentation", "skipped_images", "skipped_samples"]
+__all__ = ["AUGMENTATIONS", "EVAL_TRANSFORMS", "DatasetInfo", "DetectionInfo", "SHAPES_CLASSES",
+           "SegmentationInfo", "dataset_info", "dense_dataset_info", "detection_ground_truth", "eval_transform_for",
+           "load_classification", "load_detection", "load_segmentation", "skipped_images",
+           "skipped_samples"]
 
 
 def load_classification(dataset, split, *, image_size, channels, batch_size, training,
-                        augment=None, seed=0, data_dir=None, manual_dir=None, download=False,
-                        drop_remainder=None):
+                        augment=None, eval_transform=None, ten_crop=False, seed=0, data_dir=None,
+                        manual_dir=None, download=False, drop_remainder=None):
     """Batches of (images, labels) of `split` ("train" or "val") of `dataset`, and its info.
 
     dataset: "digits", a folder PATH (PATH/{train,val}/<class>/*.jpg|*.jpeg|*.png) or a TFDS
-    name. training=True shuffles, augments with `augment` (one of AUGMENTATIONS; None means
-    "none") and drops the last partial batch unless drop_remainder=False; evaluation center-crops
-    after the ImageNet-style augmentations and otherwise resizes. Images get `channels` (1 or 3).
+    name. Images get `channels` (1 or 3) before any transform. training=True shuffles, augments
+    with `augment` (one of AUGMENTATIONS; None means "none") and drops the last partial batch
+    unless drop_remainder=False. Evaluation applies `eval_transform` (one of EVAL_TRANSFORMS;
+    None: the one of `augment`'s recipe), or with ten_crop=True gives AlexNet's ten crops of
+    each image (`augment.ten_crops`): images [B, 10, H, W, C].
     """
     _check_arguments(split, image_size, channels, batch_size)
     augment_name = "none" if augment is None else augment
     train_fn = augmentations.train_transform(augment_name)
+    eval_name = augmentations.check_eval_transform(
+        eval_transform or augmentations.eval_transform_for(augment_name))
     source = open_source(dataset, split, training=training, seed=seed, data_dir=data_dir,
                          manual_dir=manual_dir, download=download)
     image_size = tuple(image_size)
-    center_crop = (source.center_crop_eval
-                   and augment_name in augmentations.CENTER_CROP_AUGMENTATIONS)
 
     ds = source.records
     if training:
@@ -53,14 +58,18 @@ def load_classification(dataset, split, *, image_size, channels, batch_size, tra
 
         def transform(example, op_seed):
             image, label = example
-            return train_fn(_with_channels(image, channels), image_size, op_seed), label
+            image = augmentations.with_channels(image, channels)
+            return train_fn(image, image_size, op_seed), label
 
         ds = tf.data.Dataset.zip((ds, seeds))
+    elif ten_crop:
+
+        def transform(image, label):
+            return augmentations.ten_crops(image, image_size, channels=channels), label
     else:
 
         def transform(image, label):
-            image = _with_channels(image, channels)
-            return augmentations.eval_transform(image, image_size, center_crop=center_crop), label
+            return augmentations.eval_transform(image, image_size, eval_name, channels=channels), label
 
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder)
@@ -77,15 +86,3 @@ def _check_arguments(split, image_size, channels, batch_size):
         raise ValueError(f"bad image_size {image_size!r}; expected (height, width), positive ints")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"bad batch_size {batch_size!r}; expected a positive int")
-
-
-def _with_channels(image, channels):
-    """Gray to RGB by repeating, RGB to gray by luminance; anything else is refused."""
-    have = image.shape[-1]
-    if have == channels:
-        return image
-    if have == 1:
-        return tf.image.grayscale_to_rgb(image)
-    if have == 3:
-        return tf.image.rgb_to_grayscale(image)
-    raise ValueError(f"images have {have} channels; expected 1 or 3")

@@ -1,4 +1,4 @@
-"""Training augmentations of the classic papers and the evaluation transform, per image.
+"""Training augmentations of the classic papers and the evaluation transforms, per image.
 
 Each training augmentation takes a float32 image [H, W, C] with values in [0, 255], the output
 size (H, W) and a stateless seed (shape [2] integers), and returns a float32 image of the output
@@ -10,8 +10,19 @@ size with values still in [0, 255]. The same seed gives the same image:
 TensorShape([32, 32, 3])
 >>> bool(tf.reduce_all(out == alexnet(image, (32, 32), seed=(1, 2))))
 True
->>> eval_transform(image, (32, 32), center_crop=True).shape
-TensorShape([32, 32, 3])
+
+Evaluation has one transform per recipe, the same for training's validation, ``kcnn evaluate``
+and the exported SavedModel (the weights file records its name): after the ImageNet-style
+augmentations (CENTER_CROP_AUGMENTATIONS) "center_crop" resizes the shorter side to
+max(size)/0.875 keeping the aspect ratio and crops the central size; after the others "resize"
+resizes the whole image to the size. `eval_transform` converts the channels first, as training does:
+
+>>> eval_transform_for("resnet_imagenet"), eval_transform_for("cifar")
+('center_crop', 'resize')
+>>> eval_transform(image, (32, 32), "center_crop", channels=1).shape
+TensorShape([32, 32, 1])
+>>> ten_crops(image, (32, 32), channels=3).shape
+TensorShape([10, 32, 32, 3])
 """
 
 import tensorflow as tf
@@ -19,6 +30,8 @@ import tensorflow as tf
 AUGMENTATIONS = ("alexnet", "vgg", "resnet_imagenet", "googlenet", "cifar", "shift", "none")
 # The augmentations that crop ImageNet-style, so evaluation center-crops as well.
 CENTER_CROP_AUGMENTATIONS = ("alexnet", "vgg", "resnet_imagenet", "googlenet")
+EVAL_TRANSFORMS = ("center_crop", "resize")
+EVAL_CROP_FRACTION = 0.875  # 224 of 256
 
 # ImageNet RGB principal components on the [0, 1] scale (Krizhevsky et al. 2012, section 4.1);
 # the columns of the matrix are the eigenvectors.
@@ -29,7 +42,6 @@ _PCA_EIGENVECTORS = (
     (-0.5836, -0.6948, 0.4203),
 )
 _PCA_ALPHA_STDDEV = 0.1
-_EVAL_CROP_FRACTION = 0.875  # 224 of 256
 _CIFAR_PADDING = 4
 
 
@@ -104,20 +116,68 @@ _TRAIN_TRANSFORMS = {
 
 def train_transform(name):
     """The augmentation function called `name` (one of AUGMENTATIONS)."""
-    if name not in _TRAIN_TRANSFORMS:
+    return _TRAIN_TRANSFORMS[_check_augmentation(name)]
+
+
+def eval_transform_for(augment):
+    """The evaluation transform of a recipe whose training augmentation is `augment`."""
+    return "center_crop" if _check_augmentation(augment) in CENTER_CROP_AUGMENTATIONS else "resize"
+
+
+def check_eval_transform(name):
+    """`name` if it is one of EVAL_TRANSFORMS; a ValueError naming them otherwise."""
+    if name not in EVAL_TRANSFORMS:
         raise ValueError(
-            f"unknown augmentation {name!r}; expected one of {', '.join(AUGMENTATIONS)}")
-    return _TRAIN_TRANSFORMS[name]
+            f"unknown evaluation transform {name!r}; expected one of {', '.join(EVAL_TRANSFORMS)}")
+    return name
 
 
-def eval_transform(image, image_size, *, center_crop):
-    """Evaluation: shorter side to size/0.875 and a center crop, or (center_crop=False) a resize."""
-    if not center_crop:
+def eval_transform(image, image_size, name, *, channels):
+    """Evaluation of one image: `channels` (1 or 3) first, then the transform `name` to image_size.
+
+    "center_crop": the shorter side to max(size)/0.875 keeping the aspect ratio, the central size;
+    "resize": a bilinear resize of the whole image (aspect ratio not kept).
+    """
+    check_eval_transform(name)
+    image = with_channels(image, channels)
+    if name == "resize":
         return resize(image, image_size)
-    image = resize_shorter_side(image, round(max(image_size) / _EVAL_CROP_FRACTION))
+    return center_crop(_eval_resize(image, image_size), image_size)
+
+
+def ten_crops(image, image_size, *, channels):
+    """AlexNet's test crops of one image, [10, H, W, C]: four corners and the center, then mirrored.
+
+    They are cut from the central (H, W)/0.875 window of the image resized as by "center_crop",
+    whatever the recipe: the shorter side to max(size)/0.875, keeping the aspect ratio.
+    """
+    height, width = image_size
+    window_height, window_width = (round(side / EVAL_CROP_FRACTION) for side in image_size)
+    window = center_crop(_eval_resize(with_channels(image, channels), image_size),
+                         (window_height, window_width))
+    bottom, right = window_height - height, window_width - width
+    offsets = [(0, 0), (0, right), (bottom, 0), (bottom, right), (bottom // 2, right // 2)]
+    crops = [window[top:top + height, left:left + width] for top, left in offsets]
+    return tf.stack(crops + [tf.reverse(crop, axis=[1]) for crop in crops])
+
+
+def center_crop(image, image_size):
+    """The central image_size of an image at least that large."""
     height, width = image_size
     offsets = (tf.shape(image)[:2] - tf.constant([height, width])) // 2
     return tf.image.crop_to_bounding_box(image, offsets[0], offsets[1], height, width)
+
+
+def with_channels(image, channels):
+    """Gray to RGB by repeating, RGB to gray by luminance; anything else is refused."""
+    have = image.shape[-1]
+    if have == channels:
+        return image
+    if have == 1 and channels == 3:
+        return tf.image.grayscale_to_rgb(image)
+    if have == 3 and channels == 1:
+        return tf.image.rgb_to_grayscale(image)
+    raise ValueError(f"cannot convert images of {have} channels to {channels}; expected 1 or 3")
 
 
 def resize_shorter_side(image, shorter):
@@ -126,6 +186,17 @@ def resize_shorter_side(image, shorter):
     shorter = tf.cast(shorter, tf.float32)
     new_shape = tf.maximum(tf.round(shape * shorter / tf.reduce_min(shape)), shorter)
     return tf.image.resize(image, tf.cast(new_shape, tf.int32))
+
+
+def _check_augmentation(name):
+    if name not in _TRAIN_TRANSFORMS:
+        raise ValueError(
+            f"unknown augmentation {name!r}; expected one of {', '.join(AUGMENTATIONS)}")
+    return name
+
+
+def _eval_resize(image, image_size):
+    return resize_shorter_side(image, round(max(image_size) / EVAL_CROP_FRACTION))
 
 
 def pca_lighting(image, seed):

@@ -9,7 +9,8 @@ a `decode` step turning them into (image float32 [H, W, C] in [0, 255], label in
 (10, {'train': 1438, 'val': 359})
 
 A folder is PATH/{train,val}/<class>/*.jpg|*.jpeg|*.png. Its unreadable images are skipped and
-counted, never fatal: `skipped_images()` is the total since the process started.
+counted, never fatal: `skipped_images()` is the total since the process started. Its files are
+decoded by `decode_image`, as the exported SavedModels decode the files they are sent.
 """
 
 import dataclasses
@@ -53,7 +54,6 @@ class Source:
     decode: Callable[[tf.data.Dataset], tf.data.Dataset]
     info: DatasetInfo
     shuffle_buffer: int
-    center_crop_eval: bool  # False for whole-frame images (digits): evaluation only resizes
 
 
 def skipped_images():
@@ -129,7 +129,7 @@ def _digits_source(split):
     images, labels, is_val = _digits_arrays()
     chosen = is_val if split == "val" else ~is_val
     records = tf.data.Dataset.from_tensor_slices((images[chosen], labels[chosen]))
-    return Source(records, lambda ds: ds, _digits_info(), int(np.sum(chosen)), False)
+    return Source(records, lambda ds: ds, _digits_info(), int(np.sum(chosen)))
 
 
 # --- image folder --------------------------------------------------------------------------
@@ -188,7 +188,7 @@ def _folder_source(root, split):
         return ds.interleave(_decode_or_skip, num_parallel_calls=tf.data.AUTOTUNE,
                              deterministic=True)
 
-    return Source(records, decode, info, max(len(paths), 1), True)
+    return Source(records, decode, info, max(len(paths), 1))
 
 
 def _decode_or_skip(path, label):
@@ -200,8 +200,13 @@ def _decode_or_skip(path, label):
             .map(lambda image: (tf.cast(image, tf.float32), label)))
 
 
+def decode_image(encoded):
+    """An encoded image (JPEG, PNG, GIF's first frame, BMP) -> RGB uint8 [H, W, 3]."""
+    return tf.io.decode_image(encoded, channels=3, expand_animations=False)
+
+
 def _decode_file(path):
-    return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    return decode_image(tf.io.read_file(path))
 
 
 def _count_skip(path):
@@ -299,4 +304,4 @@ def _tfds_source(builder, split, *, training, seed):
         return ds.map(decode_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     buffer = max(1, min(info.num_examples[split], _TFDS_SHUFFLE_BUFFER))
-    return Source(records, decode, info, buffer, True)
+    return Source(records, decode, info, buffer)

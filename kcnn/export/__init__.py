@@ -17,12 +17,11 @@ import tensorflow as tf
 
 from kcnn import registry
 from kcnn.analysis import profile
-from kcnn.data.augment import CENTER_CROP_AUGMENTATIONS
 from kcnn.export import warmup
 from kcnn.export.signatures import ServingModule
 from kcnn.models import build
 from kcnn.tasks import TASKS, load_task_model
-from kcnn.weights import Preprocessing, read_metadata
+from kcnn.weights import Preprocessing, eval_transform_of, read_metadata
 
 MODEL_CARD = "model_card.json"
 LABELS = "labels.txt"
@@ -40,15 +39,6 @@ def _weights_path(source):
     if metadata is None:
         raise ValueError(f"{path!r} holds no kcnn metadata: export a kcnn run or a `kcnn weights import` file")
     return path, metadata
-
-
-def _center_crop(source, metadata):
-    """Classifiers are served like they were evaluated: ImageNet-style training crops the center."""
-    config = os.path.join(os.fspath(source), "config.json")
-    if os.path.isdir(os.fspath(source)) and os.path.isfile(config):
-        with open(config, encoding="utf-8") as stream:
-            return json.load(stream).get("recipe", {}).get("augment") in CENTER_CROP_AUGMENTATIONS
-    return metadata["source"].get("library") != "kcnn"
 
 
 def load_for_serving(source):
@@ -78,13 +68,15 @@ def _run_metrics(source):
 
 
 def model_card(model, task, metadata, source, signatures):
-    """Architecture, size, preprocessing, the run's metrics and the signatures' inputs and outputs."""
+    """Architecture, size, evaluation transform, preprocessing, the run's metrics, the signatures' inputs and
+    outputs."""
     spec = registry.get(metadata["architecture"])
     counts = profile(model)
     return {
         "task": task, "architecture": spec.name, "head": metadata.get("head"), "options": metadata["options"],
         "paper": spec.paper, "classes": metadata["classes"], "class_names": metadata["class_names"],
-        "input_shape": metadata["input_shape"], "preprocessing": metadata["preprocessing"],
+        "input_shape": metadata["input_shape"], "eval_transform": eval_transform_of(metadata),
+        "preprocessing": metadata["preprocessing"],
         "params": counts.params, "macs": counts.macs,
         "metrics": _run_metrics(source), "source": metadata["source"],
         "signatures": {name: {"inputs": {spec_.name: {"dtype": spec_.dtype.name, "shape": spec_.shape.as_list()}
@@ -98,6 +90,8 @@ def model_card(model, task, metadata, source, signatures):
 def export(source, out, *, version=None, force=False, top_k=5):
     """Exports ``source`` (a pretrain/finetune run directory or a kcnn weights file) to ``out/<version>``.
 
+    The SavedModel transforms images as the weights were validated (``kcnn.weights.eval_transform_of``).
+
     ``version`` defaults to the next integer; an existing version is replaced only with
     ``force=True``. Returns the version directory.
     """
@@ -110,8 +104,8 @@ def export(source, out, *, version=None, force=False, top_k=5):
     if os.path.exists(final) and not force:
         raise ValueError(f"{final!r} already exists; pass --force to replace it or choose another --version")
     module = ServingModule(model, task=task, preprocessing=Preprocessing.from_dict(metadata["preprocessing"]),
-                           class_names=metadata["class_names"], center_crop=task == "classification"
-                           and _center_crop(source, metadata), top_k=top_k)
+                           class_names=metadata["class_names"], eval_transform=eval_transform_of(metadata),
+                           top_k=top_k)
     signatures = module.signatures()
     os.makedirs(out, exist_ok=True)
     partial = os.path.join(out, f".partial-{version}-{os.getpid()}")

@@ -1,11 +1,18 @@
-"""Serving signatures: decoding, resizing and the weights' normalisation inside the graph, outputs per task.
+"""Serving signatures: decoding, the evaluation transform and the weights' normalisation inside the graph,
+outputs per task.
 
 Two signatures per model:
 
 - ``serving_default(image_bytes: string [N])``: JPEG or PNG files (TF Serving's REST
   ``{"b64": ...}`` instances and gRPC ``DT_STRING`` tensors both arrive here), each decoded
-  to RGB and resized to the network's input;
-- ``serving_images(images: uint8 [N, H, W, 3])``: pixels of one size.
+  to RGB as training's folder pipeline decodes (``kcnn.data.sources.decode_image``);
+- ``serving_images(images: uint8 [N, H, W, 3])``: RGB pixels of one size.
+
+Each image then goes to the network's input exactly as in training's validation and ``kcnn
+evaluate``: ``kcnn.data.augment.eval_transform`` (the network's channels first, then the
+weights' evaluation transform: "center_crop", the shorter side to size/0.875 keeping the aspect
+ratio and the central crop, or "resize"; segmenters and detectors resize), then the weights'
+normalisation.
 
 Outputs are float32 (or int32 ids) whatever the training precision:
 
@@ -25,10 +32,11 @@ A batch with no image, or a string that is neither JPEG nor PNG, fails with an
 
 import tensorflow as tf
 
+from kcnn.data.augment import check_eval_transform, eval_transform
+from kcnn.data.sources import decode_image
 from kcnn.tasks.detection import anchors_for
 from kcnn.tasks.nms import decode_detections
 
-EVAL_CROP_FRACTION = 0.875  # ImageNet evaluation: resize to size / 0.875, center crop
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -39,21 +47,21 @@ def _check_batch(count):
 def _decode(encoded):
     """One JPEG/PNG string -> RGB float32 [H, W, 3] (0..255); anything else fails naming the problem."""
     is_png = tf.equal(tf.strings.substr(encoded, 0, len(PNG_SIGNATURE)), PNG_SIGNATURE)
-    tf.debugging.Assert(tf.logical_or(tf.image.is_jpeg(encoded), is_png),
-                        ["image_bytes holds a string that is neither a JPEG nor a PNG image"])
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    return tf.cast(image, tf.float32)
+    check = tf.debugging.Assert(tf.logical_or(tf.image.is_jpeg(encoded), is_png),
+                                ["image_bytes holds a string that is neither a JPEG nor a PNG image"])
+    with tf.control_dependencies([check]):  # before the decode, whose own error would come first otherwise
+        return tf.cast(decode_image(encoded), tf.float32)
 
 
 class ServingModule(tf.Module):
     """The model, its preprocessing and its task's post-processing, as two tf.functions."""
 
-    def __init__(self, model, *, task, preprocessing, class_names, center_crop=False, top_k=5):
+    def __init__(self, model, *, task, preprocessing, class_names, eval_transform="resize", top_k=5):
         super().__init__()
         self.model, self.task, self.preprocessing = model, task, preprocessing
         self.height, self.width, self.channels = (int(d) for d in model.input.shape[1:])
         self.class_names = tf.constant(list(class_names))
-        self.center_crop, self.top_k = center_crop, min(top_k, len(class_names))
+        self.eval_transform, self.top_k = check_eval_transform(eval_transform), min(top_k, len(class_names))
         if task == "detection":
             self.anchors = anchors_for(model)
 
@@ -63,34 +71,24 @@ class ServingModule(tf.Module):
         files = tf.function(self.serve_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
         return {"serving_default": files, "serving_images": images}
 
-    def _to_network(self, images):
-        """RGB float [N, H, W, 3] (0..255) -> the network's input: its size, channels and normalisation."""
-        if self.center_crop:
-            larger = (round(self.height / EVAL_CROP_FRACTION), round(self.width / EVAL_CROP_FRACTION))
-            images = tf.image.resize(images, larger)
-            top, left = (larger[0] - self.height) // 2, (larger[1] - self.width) // 2
-            images = images[:, top:top + self.height, left:left + self.width, :]
-        else:
-            images = tf.image.resize(images, (self.height, self.width))
-        if self.channels == 1:
-            images = tf.image.rgb_to_grayscale(images)
-        return self.preprocessing(images)
+    def _to_network(self, image):
+        """One RGB float image [H, W, 3] (0..255) -> the network's input and the image's (height, width)."""
+        transformed = eval_transform(image, (self.height, self.width), self.eval_transform, channels=self.channels)
+        return self.preprocessing(transformed), tf.shape(image)[:2]
+
+    def _serve(self, to_network, inputs):
+        """The outputs for a batch whose images ``to_network`` transforms one by one."""
+        network_input, sizes = tf.map_fn(to_network, inputs, fn_output_signature=(
+            tf.TensorSpec([self.height, self.width, self.channels], tf.float32), tf.TensorSpec([2], tf.int32)))
+        return self._outputs(network_input, sizes)
 
     def serve_images(self, images):
         _check_batch(tf.shape(images)[0])
-        images = tf.cast(images, tf.float32)
-        size = tf.shape(images)[1:3]
-        sizes = tf.tile(size[None], [tf.shape(images)[0], 1])
-        return self._outputs(self._to_network(images), sizes)
+        return self._serve(lambda image: self._to_network(tf.cast(image, tf.float32)), images)
 
     def serve_bytes(self, image_bytes):
         _check_batch(tf.size(image_bytes))
-        sizes = tf.map_fn(lambda encoded: tf.shape(_decode(encoded))[:2], image_bytes,
-                          fn_output_signature=tf.TensorSpec([2], tf.int32))
-        network_input = tf.map_fn(
-            lambda encoded: self._to_network(_decode(encoded)[None])[0], image_bytes,
-            fn_output_signature=tf.TensorSpec([self.height, self.width, self.channels], tf.float32))
-        return self._outputs(network_input, sizes)
+        return self._serve(lambda encoded: self._to_network(_decode(encoded)), image_bytes)
 
     def _outputs(self, network_input, sizes):
         outputs = self.model(network_input, training=False)

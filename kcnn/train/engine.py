@@ -34,7 +34,7 @@ from kcnn.atomic import write_json
 from kcnn.tasks.models import TASK_MODELS
 from kcnn.train import checkpoints, hardware, history, recipes
 from kcnn.train.task_data import TASK_DATA
-from kcnn.train.validation import Validator, batch_sums, read, statistics_variables, summary
+from kcnn.train.validation import Validator, batch_sums, read, replica_loss, statistics_variables, summary
 from kcnn.weights import files
 
 LOG_EVERY = 20  # steps between the host's reads of the running sums (progress bar, non-finite check)
@@ -211,7 +211,7 @@ class Loop:
             with tf.GradientTape() as tape:
                 outputs = model(images, training=True)
                 per_example = model.per_example_loss(targets, outputs)
-                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                loss = replica_loss(model, targets, per_example, global_batch)
                 if self.recipe.weight_decay:
                     squares = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
                     loss += 0.5 * self.recipe.weight_decay * squares / self.replicas
@@ -365,6 +365,7 @@ class Loop:
             "include_top": settings.task == "classification", "classes": info.num_classes,
             "input_shape": list(settings.input_shape), "preprocessing": self.data.preprocessing.to_dict(),
             "class_names": list(info.class_names),
+            "eval_transform": self.data.eval_transform if settings.task == "classification" else "resize",
             "source": {"library": "kcnn", "file": None, "sha256": None, "url": None, "top1": None, "top5": None,
                        "run": os.path.abspath(settings.out), "dataset": settings.dataset,
                        "backbone_weights": settings.weights},

@@ -1,23 +1,25 @@
 """``evaluate``: top-1/top-5 of a run or a kcnn weights file on a dataset split, single- or 10-crop.
 
-Single crop follows the weights' training: ImageNet-style runs and imported ImageNet
-weights are resized to 1/0.875 of the input and center-cropped, others resized.
-``ten_crop`` is AlexNet's test procedure: the four corner crops and the center crop
-of the image resized to 1/0.875 of the input, and their mirror images, softmax averaged.
+Single crop is training's validation, recomputed: the same pipeline
+(``ClassificationData.pipeline``) with the evaluation transform the weights file records
+(``kcnn.weights.eval_transform_of``: "center_crop" after ImageNet-style recipes and for imported
+ImageNet weights, else "resize"; a run directory and its ``model.weights.h5`` alike), the same
+:class:`~kcnn.train.validation.Validator`, hence the same loss (cross-entropy of the logits).
+``ten_crop`` is AlexNet's test procedure (``kcnn.data.augment.ten_crops``): the four corner crops
+and the center crop of the central window of the image resized as "center_crop" does (the shorter
+side, aspect ratio kept), and their mirror images; softmax averaged, the loss that of the average.
 """
 
-import json
 import os
 
 import keras
 import tensorflow as tf
 
 from kcnn import data
-from kcnn.data.augment import CENTER_CROP_AUGMENTATIONS
 from kcnn.tasks import ImageClassifier
-from kcnn.weights import Preprocessing, read_metadata
-
-EVAL_CROP_FRACTION = 0.875
+from kcnn.train.task_data import ClassificationData
+from kcnn.train.validation import Validator
+from kcnn.weights import Preprocessing, eval_transform_of, read_metadata
 
 
 def _weights_path(source):
@@ -28,28 +30,9 @@ def _weights_path(source):
     return path
 
 
-def _center_crop(source, metadata):
-    config = os.path.join(os.fspath(source), "config.json")
-    if os.path.isdir(os.fspath(source)) and os.path.isfile(config):
-        with open(config, encoding="utf-8") as stream:
-            return json.load(stream)["recipe"]["augment"] in CENTER_CROP_AUGMENTATIONS
-    return metadata["source"]["library"] != "kcnn"
-
-
-def ten_crops(images, crop_size):
-    """[B, H, W, C] -> [10, B, h, w, C]: corners and center, then their mirror images."""
-    height, width = images.shape[1], images.shape[2]
-    crop_height, crop_width = crop_size
-    offsets = [(0, 0), (0, width - crop_width), (height - crop_height, 0),
-               (height - crop_height, width - crop_width),
-               ((height - crop_height) // 2, (width - crop_width) // 2)]
-    crops = [images[:, y:y + crop_height, x:x + crop_width, :] for y, x in offsets]
-    return tf.stack(crops + [tf.reverse(crop, axis=[2]) for crop in crops])
-
-
 def evaluate(source, dataset, *, split="val", ten_crop=False, batch_size=64, data_dir=None, manual_dir=None):
-    """``{"top1", "top5", "loss", "count"}`` (percentages) of ``source`` on ``dataset``'s ``split``;
-    the classifier's own statistics (as training's validation), over probabilities instead of logits."""
+    """``{"top1", "top5", "loss", "count"}`` (percentages, mean loss, images) of ``source`` (a run directory or
+    a kcnn weights file) on ``dataset``'s ``split``."""
     path = _weights_path(source)
     metadata = read_metadata(path)
     if metadata is None:
@@ -57,33 +40,35 @@ def evaluate(source, dataset, *, split="val", ten_crop=False, batch_size=64, dat
                          "evaluate a kcnn run or a file from `kcnn weights import`")
     model = ImageClassifier(metadata["architecture"], metadata["classes"], input_shape=metadata["input_shape"],
                             backbone_options=metadata["options"], backbone_weights=path)
-    info = data.dataset_info(dataset, data_dir=data_dir, manual_dir=manual_dir)
-    if info.num_classes != metadata["classes"]:
-        raise ValueError(f"{dataset!r} has {info.num_classes} classes, the model {metadata['classes']}")
-    height, width, channels = metadata["input_shape"]
-    normalise = Preprocessing.from_dict(metadata["preprocessing"])
+    task_data = ClassificationData(dataset, input_shape=metadata["input_shape"],
+                                   preprocessing=Preprocessing.from_dict(metadata["preprocessing"]),
+                                   eval_transform=eval_transform_of(metadata), data_dir=data_dir,
+                                   manual_dir=manual_dir)
+    if task_data.info.num_classes != metadata["classes"]:
+        raise ValueError(f"{dataset!r} has {task_data.info.num_classes} classes, the model {metadata['classes']}")
     if ten_crop:
-        size = (round(height / EVAL_CROP_FRACTION), round(width / EVAL_CROP_FRACTION))
-        images, _ = data.load_classification(dataset, split, image_size=size, channels=channels,
-                                             batch_size=batch_size, training=False, data_dir=data_dir,
-                                             manual_dir=manual_dir)
-    else:
-        augment = "resnet_imagenet" if _center_crop(source, metadata) else None
-        images, _ = data.load_classification(dataset, split, image_size=(height, width), channels=channels,
-                                             batch_size=batch_size, training=False, augment=augment,
-                                             data_dir=data_dir, manual_dir=manual_dir)
+        return _ten_crop(model, task_data, split, batch_size)
+    validate = Validator(model, task_data, tf.distribute.get_strategy(), split)
+    metrics = validate(task_data.pipeline(split, training=False, seed=0, batch_size=batch_size))
+    return {**metrics, "count": int(validate.sums["count"].numpy())}
+
+
+def _ten_crop(model, task_data, split, batch_size):
+    height, width, channels = task_data.input_shape
+    batches, _ = data.load_classification(task_data.dataset, split, image_size=(height, width), channels=channels,
+                                          batch_size=batch_size, training=False, ten_crop=True,
+                                          data_dir=task_data.data_dir, manual_dir=task_data.manual_dir)
 
     @tf.function
-    def probabilities(batch):
-        if not ten_crop:
-            return tf.nn.softmax(tf.cast(model(normalise(batch), training=False), tf.float32))
-        crops = ten_crops(batch, (height, width))
-        logits = tf.map_fn(lambda crop: tf.cast(model(normalise(crop), training=False), tf.float32), crops)
-        return tf.reduce_mean(tf.nn.softmax(logits), axis=0)
+    def probabilities(crops):  # [B, 10, H, W, C] -> [B, classes]
+        per_crop = tf.transpose(task_data.preprocessing(crops), [1, 0, 2, 3, 4])
+        scores = tf.map_fn(lambda crop: model.decode(model(crop, training=False)), per_crop,
+                           fn_output_signature=tf.float32)
+        return tf.reduce_mean(scores, axis=0)
 
     totals = {}
-    for batch, labels in images:
-        scores = probabilities(batch)
+    for crops, labels in batches:
+        scores = probabilities(crops)
         sums = {"loss": tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(labels, scores)),
                 **model.statistics(labels, scores)}
         for key, value in sums.items():

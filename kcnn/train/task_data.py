@@ -2,21 +2,23 @@
 
 A task's data gives batches of (normalised model inputs, targets) of a split, the raw
 images for figures, the count of skipped samples, and, for detection, the evaluation
-that needs the whole split on the host (COCO mAP by pycocotools). Loss and additive
-metrics belong to the task model (:mod:`kcnn.tasks.models`).
+that needs the whole split on the host (COCO mAP by pycocotools; VOC's AP on VOC) against
+the split's ground truth in original pixels. Loss and additive metrics belong to the task
+model (:mod:`kcnn.tasks.models`).
 """
 
 import numpy as np
 import tensorflow as tf
 
 from kcnn import data
-from kcnn.tasks.coco_eval import DetectionEvaluator
+from kcnn.tasks.coco_eval import coco_metrics
 from kcnn.tasks.segmentation import segmentation_metrics
+from kcnn.tasks.voc_eval import voc_metrics
 from kcnn.train import figures
 from kcnn.weights import PRESETS, Preprocessing
 
 GRAYSCALE = Preprocessing("gray", "RGB", 1 / 255, (0.5,), (0.5,))
-MAX_BOXES = 100  # ground-truth boxes kept per image by the detection loaders
+MAX_BOXES = 100  # ground-truth boxes per image the detection loss learns from (evaluation keeps all)
 
 
 def default_preprocessing(channels):
@@ -51,8 +53,9 @@ class TaskData:
         return self.raw(split, training=training, seed=seed, batch_size=batch_size).map(
             normalise, num_parallel_calls=tf.data.AUTOTUNE)
 
-    def evaluation(self, model):
-        """A host-side evaluation of the whole split, or ``None`` when the model's additive statistics suffice."""
+    def evaluation(self, model, split):
+        """A host-side evaluation of the whole ``split``, or ``None`` when the model's additive statistics
+        suffice."""
         return None
 
     def details(self, model, sums):
@@ -64,6 +67,12 @@ class TaskData:
 
 
 class ClassificationData(TaskData):
+    def __init__(self, dataset, *, eval_transform=None, **options):
+        """``eval_transform``: evaluation's transform (``kcnn.data.EVAL_TRANSFORMS``; ``kcnn evaluate`` passes the
+        one its weights record); by default the one of the recipe's ``augment``."""
+        super().__init__(dataset, **options)
+        self.eval_transform = eval_transform or data.eval_transform_for(self.augment)
+
     def load_info(self):
         return data.dataset_info(self.dataset, data_dir=self.data_dir, manual_dir=self.manual_dir,
                                  download=self.download)
@@ -71,8 +80,8 @@ class ClassificationData(TaskData):
     def raw(self, split, *, training, seed, batch_size):
         dataset, _ = data.load_classification(
             self.dataset, split, image_size=self.image_size, channels=self.input_shape[2], batch_size=batch_size,
-            training=training, augment=self.augment if training else None, seed=seed, data_dir=self.data_dir,
-            manual_dir=self.manual_dir)
+            training=training, augment=self.augment, eval_transform=self.eval_transform, seed=seed,
+            data_dir=self.data_dir, manual_dir=self.manual_dir)
         return dataset
 
     def skipped(self):
@@ -92,18 +101,21 @@ class SegmentationData(DenseData):
     task, figure = "segmentation", "predictions.png"
 
     def raw(self, split, *, training, seed, batch_size):
-        """Batches of (RGB images 0..255, masks)."""
+        """Batches of (RGB images 0..255, masks): training's crops, or evaluation's original-size labels
+        (``{"masks", "image_size"}``: mean IoU at each image's resolution)."""
         dataset, _ = data.load_segmentation(
             self.dataset, split, image_size=self.image_size, batch_size=batch_size, training=training, seed=seed,
-            data_dir=self.data_dir, manual_dir=self.manual_dir)
+            data_dir=self.data_dir, manual_dir=self.manual_dir, original_masks=not training)
         return dataset
 
     def details(self, model, sums):
         per_class = segmentation_metrics(sums["confusion"], self.info.class_names)["per_class_iou"]
         return {"per_class_iou": per_class}
 
-    def draw(self, model, images, masks, logits, path):
+    def draw(self, model, images, targets, logits, path):
         predicted = np.asarray(model.decode(logits))
+        masks = [tf.image.resize(mask[:height, :width, None], self.image_size, method="nearest")[..., 0]
+                 for mask, (height, width) in zip(np.asarray(targets["masks"]), np.asarray(targets["image_size"]))]
         return figures.masks(np.asarray(images), np.asarray(masks), predicted, self.info.class_names, path,
                              ignore_label=self.info.ignore_label)
 
@@ -118,8 +130,9 @@ class DetectionData(DenseData):
             max_boxes=MAX_BOXES, data_dir=self.data_dir, manual_dir=self.manual_dir)
         return dataset
 
-    def evaluation(self, model):
-        return DetectionEvaluation(model, self.image_size, self.info.class_names)
+    def evaluation(self, model, split):
+        return DetectionEvaluation(model, lambda: data.detection_ground_truth(
+            self.dataset, split, data_dir=self.data_dir, manual_dir=self.manual_dir), self.info)
 
     def draw(self, model, images, targets, outputs, path):
         found = {k: np.asarray(v) for k, v in model.detect(outputs).items()}
@@ -131,27 +144,42 @@ class DetectionData(DenseData):
 
 
 class DetectionEvaluation:
-    """COCO mAP (pycocotools) of the decoded, class-wise NMS detections over a split.
+    """COCO's metrics (pycocotools), and on VOC the VOC07 11-point and VOC2010+ APs, of the decoded,
+    class-wise NMS detections over a split, scored in each image's original pixels against the split's
+    whole ground truth (its crowd or difficult boxes as ignore regions).
 
-    ``outputs`` runs on each replica (graph); ``add`` takes the gathered arrays on the host.
+    ``outputs`` runs on each replica (graph); ``add`` takes the gathered arrays on the host; the
+    images scored are those the split's batches held (an unreadable image is skipped by both).
     """
 
-    def __init__(self, model, image_size, class_names):
-        self.model, self.image_size, self.class_names = model, image_size, list(class_names)
+    def __init__(self, model, ground_truth, info):
+        self.model, self.ground_truth, self.info = model, ground_truth, info
         self.reset()
 
     def reset(self):
-        self.evaluator = DetectionEvaluator(self.image_size, self.class_names)
+        self.found = {}
 
     def outputs(self, targets, y_pred):
-        return {**{k: targets[k] for k in ("boxes", "classes", "num_boxes")}, **self.model.detect(y_pred)}
+        return {"image_index": targets["image_index"], **self.model.detect(y_pred)}
 
     def add(self, gathered):
-        arrays = {k: np.asarray(v) for k, v in gathered.items()}
-        self.evaluator.add({k: arrays[k] for k in ("boxes", "classes", "num_boxes")}, arrays)
+        arrays = {key: np.asarray(value) for key, value in gathered.items()}
+        for i, index in enumerate(arrays["image_index"]):
+            count = int(arrays["num_detections"][i])
+            self.found[int(index)] = (arrays["detection_boxes"][i, :count], arrays["detection_scores"][i, :count],
+                                      arrays["detection_classes"][i, :count].astype(int))
 
     def result(self):
-        return self.evaluator.result()
+        everything = self.ground_truth()
+        truth = [everything[index] for index in sorted(self.found)]
+        found = [(boxes * np.tile([image["height"], image["width"]], 2), scores, classes)
+                 for image, (boxes, scores, classes) in zip(truth, (self.found[i] for i in sorted(self.found)))]
+        names = list(self.info.class_names)
+        metrics = coco_metrics(truth, found, class_names=names)
+        if self.info.ignored_boxes == "difficult":
+            metrics.update(voc_metrics([(image["boxes"], image["classes"], image["ignore"]) for image in truth],
+                                       found, class_names=names))
+        return metrics
 
 
 TASK_DATA = {"classification": ClassificationData, "segmentation": SegmentationData, "detection": DetectionData}

@@ -2,10 +2,11 @@
 
 The metadata is JSON in the file's root attribute ``kcnn``: the architecture and the
 options of its variant, whether the classifier is included and for how many classes,
-the input size, the preprocessing the weights expect, the class names, and the
-source (library, file name, sha256). ``kcnn.build(name, weights=path)`` reads it to
-build exactly that variant. Files are written beside their destination and renamed
-into place, so a reader never sees half a file.
+the input size, the preprocessing the weights expect, the class names, the source
+(library, file name, sha256) and the evaluation transform the weights are validated,
+evaluated and served with (``eval_transform``, see ``eval_transform_of``).
+``kcnn.build(name, weights=path)`` reads it to build exactly that variant. Files are
+written beside their destination and renamed into place, so a reader never sees half a file.
 """
 
 import json
@@ -14,6 +15,7 @@ import os
 import h5py
 
 from kcnn.atomic import atomic_path
+from kcnn.data.augment import check_eval_transform
 
 METADATA_ATTRIBUTE = "kcnn"
 FORMAT_VERSION = 1
@@ -42,6 +44,20 @@ def read_metadata(path):
         raise ValueError(f"{os.fspath(path)!r} has kcnn weights format {metadata.get('format')!r}; "
                          f"this kcnn reads format {FORMAT_VERSION}")
     return metadata
+
+
+def eval_transform_of(metadata):
+    """The evaluation transform ("center_crop" or "resize", ``kcnn.data.augment``) of a metadata dict.
+
+    Segmenters and detectors resize. Files written before the ``eval_transform`` key existed:
+    "center_crop" for imported weights (ImageNet-style evaluation), "resize" for kcnn runs (the
+    transform their training validation used, whatever the recipe).
+    """
+    if metadata.get("task", "classification") != "classification":
+        return "resize"
+    if "eval_transform" in metadata:
+        return check_eval_transform(metadata["eval_transform"])
+    return "resize" if metadata["source"]["library"] == "kcnn" else "center_crop"
 
 
 def save(model, path, metadata):

@@ -156,7 +156,7 @@ def import_weights(source_library, model, source, out, *, preprocessing=None, cl
         "architecture": spec.name, "options": options, "include_top": include_top, "classes": classes,
         "input_shape": list(INPUT_SHAPE),
         "preprocessing": preset(preprocessing or default_preprocessing).to_dict(),
-        "class_names": class_names,
+        "class_names": class_names, "eval_transform": "center_crop",  # as the sources evaluate ImageNet
         "source": {"library": source_library, "file": os.path.basename(source), "sha256": digests["sha256"],
                    "url": official.url if official else None,
                    "top1": official.top1 if official else None, "top5": official.top5 if official else None},
