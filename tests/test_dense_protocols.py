@@ -76,8 +76,11 @@ def test_mean_iou_is_scored_at_each_images_original_resolution(wide_masks):
                                                         training=False)[0]))
     model.compile(optimizer=keras.optimizers.Adam(0.01))
     model.fit(data.preprocessing(images), network_masks, epochs=40, verbose=0)  # predictions with borders
-    metrics = Validator(model, data, tf.distribute.get_strategy())(
-        data.pipeline("val", training=False, seed=0, batch_size=2))
+    validate = Validator(model, data, tf.distribute.get_strategy())
+    metrics = validate(data.pipeline("val", training=False, seed=0, batch_size=2))
+    # the loss is a mean over the labelled pixels of the original masks; throughput counts images
+    labelled = sum(int(np.sum(mask != 255)) for mask in masks.values())
+    assert validate.sums["loss_weight"].numpy() == labelled and validate.sums["samples"].numpy() == 2
 
     truth, original, network_truth, network = [], [], [], []
     for stem in ("square", "wide"):  # the folder's order does not matter to a confusion matrix

@@ -308,12 +308,12 @@ class Loop:
                 if done % LOG_EVERY == 0 and done < remaining:  # the epoch's end is reported below
                     self.check_finite(state)
                     running = read(self.train_sums)
-                    progress.update(done, [("loss", running["loss"] / max(running["samples"], 1.0)),
+                    progress.update(done, [("loss", running["loss"] / max(running["loss_weight"], 1.0)),
                                            ("lr", recipe.learning_rate(state["step"] - 1, self.steps_per_epoch))])
                 if state["step"] % settings.checkpoint_every == 0:
                     save()  # checks first
             sums = read(self.train_sums)
-            progress.update(state["step"] - first_step, [("loss", sums["loss"] / max(sums["samples"], 1.0))],
+            progress.update(state["step"] - first_step, [("loss", sums["loss"] / max(sums["loss_weight"], 1.0))],
                             finalize=True)
             seconds = time.perf_counter() - started
             metrics = self.validate(validation)

@@ -12,17 +12,17 @@ import tensorflow as tf
 def statistics_variables(model):
     """Zeroed device variables for the loss sums and ``model``'s statistics (plain: every worker holds
     the same global sums)."""
-    shapes = {"loss": (), "samples": (), **model.statistics_shapes()}
+    shapes = {"loss": (), "loss_weight": (), "samples": (), **model.statistics_shapes()}
     return {key: tf.Variable(tf.zeros(shape), trainable=False) for key, shape in shapes.items()}
 
 
 def batch_sums(model, targets, outputs, per_example_loss):
-    """A batch's loss sum, the loss's denominator (examples, or a segmenter's labelled pixels) and the
-    model's statistics."""
+    """A batch's loss sum, the loss's denominator (``loss_weight``: examples, or a segmenter's labelled
+    pixels), its example count and the model's statistics."""
     weights = model.loss_weights(targets)
+    count = tf.cast(tf.shape(per_example_loss)[0], tf.float32)
     return {"loss": tf.reduce_sum(per_example_loss),
-            "samples": (tf.cast(tf.shape(per_example_loss)[0], tf.float32) if weights is None
-                        else tf.reduce_sum(weights)),
+            "loss_weight": count if weights is None else tf.reduce_sum(weights), "samples": count,
             **model.statistics(targets, outputs)}
 
 
@@ -45,7 +45,7 @@ def summary(model, sums):
     """Mean loss and the model's metrics of summed statistics, as floats."""
     values = {key: tf.constant(value, tf.float32) for key, value in sums.items()}
     metrics = {key: float(value) for key, value in model.summarize(values).items()}
-    return {"loss": sums["loss"] / max(sums["samples"], 1.0), **metrics}
+    return {"loss": sums["loss"] / max(sums["loss_weight"], 1.0), **metrics}
 
 
 class Validator:
