@@ -21,6 +21,8 @@ from kcnn import registry
 from kcnn.models import catalog  # noqa: F401  (registers the zoo)
 from kcnn.models.heads import POOLINGS
 from kcnn.weights import Preprocessing, read_metadata
+from kcnn.weights.fetch import KEYWORDS as FETCHED
+from kcnn.weights.fetch import fetch
 from kcnn.weights.files import transfer_by_name
 
 COMMON_ARGUMENTS = ("inputs", "include_top", "pooling", "classes", "classifier_activation")
@@ -174,7 +176,11 @@ def build(name, *, classes=None, input_shape=None, include_top=True, pooling=Non
     map (or its global ``pooling``); ``**options`` pick a variant (see
     ``kcnn.models.variant_options(name)``).
 
-    ``weights`` is a ``.weights.h5`` file. One written by ``kcnn weights import``
+    ``weights`` is a ``.weights.h5`` file, or "imagenet" (the best file published for
+    this variant, ``kcnn weights list``), "torchvision", "timm" or "keras" (that source's
+    file): downloaded into the Keras cache, checked against its published hash and
+    converted on the first call, read from the cache afterwards (``kcnn.weights.fetch``).
+    One written by ``kcnn weights import``
     picks the variant it holds (an explicit option contradicting it is refused),
     the default classes and input size, and may be loaded with ``include_top=False``
     or at another input size; the model then carries ``preprocessing`` (the
@@ -182,10 +188,12 @@ def build(name, *, classes=None, input_shape=None, include_top=True, pooling=Non
     ``weights_metadata``.
     """
     spec = registry.get(name)
+    if isinstance(weights, str) and weights in FETCHED:
+        weights = fetch(spec.name, weights, **options)
     if weights is not None and not (isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights)):
         raise ValueError(
             f"weights must be None or the path of a .weights.h5 file, got {weights!r} "
-            "(ImageNet weights: convert the official files with `kcnn weights import`)")
+            f"(ImageNet weights: {', '.join(map(repr, FETCHED))})")
     metadata = _file_settings(spec, weights, options, include_top, classes)
     if metadata is not None:
         options = {**metadata["options"], **options}

@@ -2,8 +2,8 @@
 
 The loop is :mod:`kcnn.train.engine`'s, with a fine-tuning policy:
 
-- the backbone starts from ``weights`` (a kcnn classification weights file or a
-  ``kcnn pretrain`` run directory) or from scratch;
+- the backbone starts from ``weights`` (a kcnn classification weights file, a
+  ``kcnn pretrain`` run directory, or "imagenet": ``kcnn.weights.fetch``) or from scratch;
 - ``freeze_backbone_epochs``: only the head trains for that many epochs, then all;
 - ``freeze_bn`` (default: when starting from weights): the backbone's BatchNorm layers
   keep their statistics and scales (inference mode), as detection and segmentation
@@ -20,7 +20,7 @@ from kcnn import registry
 from kcnn.tasks import check_task
 from kcnn.train import engine, recipes
 from kcnn.train.task_data import default_preprocessing
-from kcnn.weights import Preprocessing, read_metadata
+from kcnn.weights import Preprocessing, fetch, read_metadata
 
 IMAGE_SIZE = (512, 512)  # real datasets (DeepLab crops 513, RetinaNet 512-800)
 # `shapes` (generated, offline; 2 CPU cores in minutes): a smaller input and heads, the `shapes` recipe.
@@ -29,10 +29,17 @@ SHAPES_DEFAULTS = {"image_size": (96, 96), "recipe": "shapes",
                                     "detection": {"fpn_width": 64, "head_width": 64, "head_depth": 2}}}
 
 
-def backbone_weights_path(weights):
-    """A kcnn classification weights file, or the ``model.weights.h5`` of a ``kcnn pretrain`` run."""
+def backbone_weights_path(weights, backbone=None, **options):
+    """A kcnn classification weights file, or the ``model.weights.h5`` of a ``kcnn pretrain`` run;
+    "imagenet", "torchvision", "timm" or "keras": the published file of ``backbone`` for the
+    variant ``options`` ask for, downloaded and converted once (``kcnn.weights.fetch``)."""
     if weights is None:
         return None
+    if isinstance(weights, str) and weights in fetch.KEYWORDS:
+        return fetch.fetch(backbone, weights, **options)
+    if not os.path.exists(weights):
+        raise ValueError(f"--weights {os.fspath(weights)!r} does not exist (a kcnn weights file, a `kcnn pretrain` "
+                         f"run, or one of {', '.join(fetch.KEYWORDS)})")
     path = os.fspath(weights)
     path = os.path.join(path, "model.weights.h5") if os.path.isdir(path) else path
     try:
@@ -41,7 +48,7 @@ def backbone_weights_path(weights):
         metadata = None
     if metadata is None or metadata.get("task", "classification") != "classification":
         raise ValueError(f"--weights {os.fspath(weights)!r} is not a kcnn classification weights file or "
-                         "`kcnn pretrain` run (convert ImageNet weights with `kcnn weights import`)")
+                         "`kcnn pretrain` run (ImageNet weights: --weights imagenet, or `kcnn weights import`)")
     return path
 
 
@@ -60,7 +67,7 @@ def finetune(backbone, task, dataset, out, *, head=None, recipe=None, overrides=
     shapes = os.fspath(dataset) == "shapes"
     chosen = recipes.get(recipe or (SHAPES_DEFAULTS["recipe"] if shapes else recipes.FINETUNE_RECIPE[task]),
                          **(overrides or {}))
-    weights = backbone_weights_path(weights)
+    weights = backbone_weights_path(weights, spec.name, **(settings.get("backbone_options") or {}))
     size = tuple(int(side) for side in (image_size or (SHAPES_DEFAULTS["image_size"] if shapes else IMAGE_SIZE)))
     head_options = {**(SHAPES_DEFAULTS["head_options"][task] if shapes else {}), **(head_options or {})}
     backbone_lr_factor = (0.1 if weights else 1.0) if backbone_lr_factor is None else backbone_lr_factor

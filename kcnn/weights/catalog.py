@@ -5,17 +5,18 @@ publishes (torchvision: the first 8 hex digits of the sha256, in the file name;
 keras.applications: an md5; timm on the Hugging Face hub: none in timm's code),
 and the ImageNet-1k validation accuracy the source reports (single 224 crop).
 The importer checks a file bearing an entry's name against that hash, and
-recognises a renamed official file by its hash.
+recognises a renamed official file by its hash. ``using(table)`` puts another table
+in the catalogue's place for a block (tests serving files from 127.0.0.1, a mirror).
 
 >>> entry = entries("torchvision", "resnet50")[0]
 >>> entry.file_name, entry.options, entry.top1
 ('resnet50-0676ba61.pth', {'version': 'v1.5'}, 76.13)
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import os
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,9 +99,34 @@ CATALOG = (
       if name.startswith(("vgg", "resnet")) and file not in _V2_FILES),
 )
 
+_replacement = None  # the table ``using`` put in CATALOG's place, if any
+
+
+@contextlib.contextmanager
+def using(table):
+    """Makes ``table`` (``OfficialWeights`` rows) the catalogue inside the block: ``entries``,
+    ``identify``, ``kcnn weights list`` and ``kcnn.weights.fetch`` see only its rows.
+
+    >>> row = OfficialWeights("torchvision", "resnet18", {"version": "v1.5"},
+    ...                       "http://127.0.0.1:8000/resnet18-0123abcd.pth", "sha256-prefix", "0123abcd",
+    ...                       69.758, 89.078, "torch")
+    >>> with using([row]):
+    ...     [entry.url for entry in entries(model="resnet18")]
+    ['http://127.0.0.1:8000/resnet18-0123abcd.pth']
+    >>> len(entries(model="resnet18"))
+    2
+    """
+    global _replacement
+    previous, _replacement = _replacement, tuple(table)
+    try:
+        yield
+    finally:
+        _replacement = previous
+
+
 def entries(library=None, model=None):
     """Catalogue entries, optionally of one library and/or one kcnn model."""
-    return [entry for entry in CATALOG
+    return [entry for entry in (CATALOG if _replacement is None else _replacement)
             if library in (None, entry.library) and model in (None, entry.model)]
 
 

@@ -121,13 +121,24 @@ def _from_keras(spec, source):
     return transfer_keras_applications(application, model), options, []
 
 
-def import_weights(source_library, model, source, out, *, preprocessing=None, class_names=None):
+def _hash_check(official):
+    """What the published hash of ``official`` vouches for, as the metadata records it."""
+    if official is None:
+        return None  # not an official file: nothing published to check against
+    if official.hash_kind == "none":
+        return f"none: {official.library} publishes no hash (sha256 recorded)"
+    return f"{official.hash_kind}:{official.hash}"
+
+
+def import_weights(source_library, model, source, out, *, preprocessing=None, class_names=None, official=None):
     """Converts ``source`` (a file of ``source_library``) into the kcnn weights file ``out``.
 
     ``preprocessing`` (a preset name) overrides the default: the catalogue's for an
     official file (``inception`` for torchvision's GoogLeNet, which runs its ImageNet
     weights with ``transform_input=True``), else ``caffe`` for keras.applications
     and ``torch`` for torchvision and timm; ``class_names`` (a list) those of a non-ImageNet classifier.
+    ``official``: the catalogue entry the caller already checked ``source`` against
+    (``kcnn.weights.fetch``); by default the file is identified by its name or hash.
     Returns the metadata written into ``out``.
     """
     if source_library not in SOURCES:
@@ -137,7 +148,7 @@ def import_weights(source_library, model, source, out, *, preprocessing=None, cl
     if not os.path.isfile(source):
         raise ValueError(f"source file {os.fspath(source)!r} does not exist")
     digests = catalog.file_digests(source)
-    official = catalog.identify(source_library, source, digests)
+    official = official or catalog.identify(source_library, source, digests)
     if official is not None and official.model != spec.name:
         raise ValueError(f"{os.path.basename(source)!r} is {source_library}'s {official.model}, "
                          f"not {spec.name}; import it with --model {official.model}")
@@ -159,7 +170,8 @@ def import_weights(source_library, model, source, out, *, preprocessing=None, cl
         "class_names": class_names, "eval_transform": "center_crop",  # as the sources evaluate ImageNet
         "source": {"library": source_library, "file": os.path.basename(source), "sha256": digests["sha256"],
                    "url": official.url if official else None,
-                   "top1": official.top1 if official else None, "top5": official.top5 if official else None},
+                   "top1": official.top1 if official else None, "top5": official.top5 if official else None,
+                   "hash_check": _hash_check(official)},
         "skipped_tensors": skipped,
     }
     files.save(converted, out, metadata)
