@@ -11,6 +11,7 @@ ValueError: unknown model 'resnet5'; did you mean: resnet56, resnet50, resnet152
 
 import dataclasses
 import difflib
+import importlib
 from typing import Any, Callable, Mapping, Optional, Tuple
 
 
@@ -54,8 +55,17 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
+def _zoo() -> dict:
+    """The registered specs. The zoo's table (``kcnn.models.catalog``) registers itself when first imported;
+    ``import kcnn`` imports nothing heavy, so the first lookup imports it (its builders need Keras)."""
+    if not _MODELS:
+        importlib.import_module("kcnn.models.catalog")
+    return _MODELS
+
+
 def get(name: str) -> ModelSpec:
     """The spec registered under ``name`` or one of its aliases."""
+    _zoo()
     if not isinstance(name, str):
         raise ValueError(f"model name must be a string, got {type(name).__name__}")
     key = name.strip().lower()
@@ -77,7 +87,7 @@ def list_models(family: Optional[str] = None, dataset: Optional[str] = None) -> 
     >>> list_models(dataset="cifar10")[0]
     'resnet20'
     """
-    families = {spec.family for spec in _MODELS.values()}
+    families = {spec.family for spec in _zoo().values()}
     datasets = {spec.dataset for spec in _MODELS.values()}
     if family is not None and family not in families:
         raise ValueError(f"unknown family {family!r}; accepted: {', '.join(sorted(families))}")

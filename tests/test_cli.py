@@ -123,3 +123,39 @@ def test_bench_prints_rates_and_ratios():
     header, row = result.output.strip().splitlines()[-2:]
     assert header.split()[:5] == ["model", "mode", "precision", "source", "img/s"]
     assert row.split()[:4] == ["lenet5", "train", "float32", "memory"] and float(row.split()[4]) > 0
+
+
+def _version(tmp_path, labels=None, card=None):
+    """An exported model's directory as predict reads it for names (no graph needed)."""
+    version = tmp_path / "model" / "1"
+    (version / "assets.extra").mkdir(parents=True)
+    (version / "saved_model.pb").write_bytes(b"")
+    if labels is not None:
+        (version / "assets").mkdir()
+        (version / "assets" / "labels.txt").write_text("".join(f"{name}\n" for name in labels))
+    if card is not None:
+        (version / "assets.extra" / "model_card.json").write_text(json.dumps(card))
+    return tmp_path / "model"
+
+
+def test_predict_names_the_classes_of_masks_and_detections(tmp_path):
+    from kcnn.export.predict import class_names, summary
+
+    names = class_names(_version(tmp_path, labels=["background", "circle", "square", "triangle"]))
+    assert names == ["background", "circle", "square", "triangle"]
+    mask = {"segmentation_mask": [[[0, 0, 1, 255], [0, 3, 1, 255], [255] * 4]], "image_size": [[2, 3]]}
+    assert summary(mask, ["dir/a.png"], names) == ["a.png: 3x2 mask; background: 50.0%, circle: 33.3%, triangle: 16.7%"]
+    assert summary(mask, ["a.png"]) == ["a.png: 3x2 mask; class 0: 50.0%, class 1: 33.3%, class 3: 16.7%"]
+    found = {"num_detections": [2, 0], "detection_classes": [[1.0, 2.0, 0.0], [0.0] * 3],
+             "detection_scores": [[0.9, 0.5, 0.1], [0.0] * 3]}
+    assert summary({**found, "detection_labels": [["circle", "square", ""], [""] * 3]}, ["b.png", "c.png"]) == [
+        "b.png: 2 detections: circle 0.90, square 0.50", "c.png: 0 detections"]
+    detector = ["circle", "square", "triangle"]  # a detector's names have no background
+    assert summary(found, ["b.png", "c.png"], detector)[0] == "b.png: 2 detections: square 0.90, triangle 0.50"
+
+
+def test_predict_reads_the_names_from_the_model_card_without_labels_txt(tmp_path):
+    from kcnn.export.predict import class_names
+
+    assert class_names(_version(tmp_path / "a", card={"class_names": ["cat", "dog"]})) == ["cat", "dog"]
+    assert class_names(_version(tmp_path / "b")) is None

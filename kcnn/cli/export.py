@@ -19,7 +19,12 @@ from kcnn.cli.options import user_errors
               help="Write MODEL_BASE/models.config naming every exported model under MODEL_BASE.")
 def export_command(source, out, version, force, top_k, models_config_base):
     """Exports SOURCE (a pretrain/finetune run directory or a kcnn weights file) as a SavedModel version
-    under --out, with preprocessing in the graph, labels and warmup requests; or writes --models-config."""
+    under --out, with preprocessing in the graph, labels and warmup requests; or writes --models-config.
+
+    \b
+    Example (the run of `kcnn pretrain --help`'s example, as version 1 of models/lenet5):
+      kcnn export runs/lenet5 --out models/lenet5
+    """
     from kcnn.export import export, models_config
 
     with user_errors():
@@ -38,13 +43,19 @@ def export_command(source, out, version, force, top_k, models_config_base):
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the signature's outputs as JSON.")
 def predict_command(model_dir, images, as_json):
-    """Runs the exported MODEL_DIR (a version directory, or NAME for its newest version) on image files."""
-    from kcnn.export.predict import predict, summary
+    """Runs the exported MODEL_DIR (a version directory, or NAME for its newest version) on image files:
+    a classifier's top classes, a segmenter's share of the image per class, a detector's objects, by name.
+
+    \b
+    Example (the export of `kcnn export --help`'s example, on a PNG or JPEG file):
+      kcnn predict models/lenet5 digit.png
+    """
+    from kcnn.export.predict import class_names, predict, summary
 
     with user_errors():
         outputs = predict(model_dir, images)
     if as_json:
         click.echo(json.dumps(outputs))
         return
-    for line in summary(outputs, images):
+    for line in summary(outputs, images, class_names(model_dir)):
         click.echo(line)

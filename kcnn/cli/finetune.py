@@ -2,10 +2,7 @@
 
 import click
 
-from kcnn.cli.options import parse_options, training_options, user_errors
-from kcnn.tasks import TASKS
-from kcnn.train import TrainingStopped
-from kcnn.train.finetune import finetune
+from kcnn.cli.options import TASKS, parse_options, training_options, user_errors
 
 
 def parse_size(ctx, param, value):
@@ -23,9 +20,6 @@ def parse_size(ctx, param, value):
     return size
 
 
-HEADS = sorted({head for heads in TASKS.values() for head in heads})
-
-
 @click.command("finetune")
 @click.option("--backbone", required=True, help="Any zoo model (kcnn models).")
 @click.option("--task", required=True, type=click.Choice(sorted(TASKS)))
@@ -35,8 +29,8 @@ HEADS = sorted({head for heads in TASKS.values() for head in heads})
               help="shapes (generated, offline), a TFDS name (oxford_iiit_pet, voc/2007, voc/2012, coco/2017) "
                    "or a folder (masks layout or COCO layout).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The run directory.")
-@click.option("--weights", type=click.Path(exists=True),
-              help="Backbone initialisation: a kcnn weights file (kcnn weights import) or a kcnn pretrain run.")
+@click.option("--weights", help="Backbone initialisation: a kcnn weights file (kcnn weights import), a kcnn pretrain "
+                               "run, or imagenet / torchvision / timm / keras (downloaded once: kcnn weights fetch).")
 @click.option("--freeze-backbone-epochs", type=click.IntRange(min=0), default=0, show_default=True,
               help="Train only the head for this many epochs, then everything.")
 @click.option("--freeze-bn/--train-bn", default=None,
@@ -54,7 +48,16 @@ HEADS = sorted({head for heads in TASKS.values() for head in heads})
 @training_options
 def finetune_command(backbone, task, head, dataset, out, weights, freeze_backbone_epochs, freeze_bn, backbone_lr_factor,
                      image_size, recipe, head_options, backbone_options, **run):
-    """Fine-tunes BACKBONE with a segmentation or detection head into the run directory OUT (resumable)."""
+    """Fine-tunes BACKBONE with a segmentation or detection head into the run directory OUT (resumable).
+
+    \b
+    Example (a CIFAR ResNet-20 FCN on the generated shapes, offline; a few steps at 64x64):
+      kcnn finetune --backbone resnet20 --task segmentation --image-size 64 --head-option width=16 \\
+        --steps 2 --out runs/shapes-fcn
+    """
+    from kcnn.train import TrainingStopped
+    from kcnn.train.finetune import finetune
+
     with user_errors():
         try:
             rows = finetune(backbone, task, dataset, out, head=head, recipe=recipe, weights=weights,

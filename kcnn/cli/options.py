@@ -1,9 +1,26 @@
-"""Parsing shared by the commands: shapes, ``key=value`` options, errors as one line."""
+"""Parsing shared by the commands: shapes, ``key=value`` options, errors as one line; the choices the
+options offer.
+
+The CLI's modules import nothing that imports TensorFlow at their top (``kcnn --help``, every
+``--help`` and usage errors stay quick): commands import what they run inside their bodies. The tables
+below are the few the options need while parsing; they live in modules that import TensorFlow, so
+they are repeated here (tests/test_cli_help.py checks that they are the same).
+"""
 
 import contextlib
 import json
 
 import click
+
+PRECISIONS = ("auto", "fp32", "mixed_float16", "mixed_bfloat16")  # kcnn.train.hardware.PRECISIONS
+STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")  # kcnn.train.hardware.STRATEGIES
+BENCH_MODES = ("train", "infer")  # kcnn.train.bench.MODES
+BENCH_SOURCES = ("memory", "jpeg")  # kcnn.train.bench.SOURCES
+CIFAR_DEPTHS = (20, 32, 44, 56, 110)  # kcnn.train.degradation.CIFAR_DEPTHS
+TUNERS = ("hyperband", "bayesian", "random")  # kcnn.tune.search.TUNERS
+TASKS = {"segmentation": ("fcn", "deeplabv3", "unet"), "detection": ("retinanet",)}  # kcnn.tasks.TASKS
+WEIGHT_SOURCES = ("torchvision", "timm", "keras")  # kcnn.weights.importer.SOURCES
+PREPROCESSING_PRESETS = ("torch", "caffe", "inception", "none")  # kcnn.weights.PRESETS' names
 
 
 def parse_shape(ctx, param, value):
@@ -54,8 +71,6 @@ def echo_table(header, rows):
 def training_options(command):
     """The options of every training command: length, recipe overrides, precision, distribution,
     checkpoints, resuming and data locations (passed on as keywords of the same names)."""
-    from kcnn.train.hardware import PRECISIONS, STRATEGIES
-
     options = [
         click.option("--set", "overrides", multiple=True, callback=parse_options,
                      help="Override one recipe field, KEY=VALUE (repeatable), e.g. --set lr=0.05."),

@@ -3,7 +3,6 @@
 import click
 
 from kcnn.cli.options import user_errors
-from kcnn.pipeline import StageFailed, run
 
 
 @click.command("run")
@@ -17,7 +16,14 @@ from kcnn.pipeline import StageFailed, run
                    "and the stages that use their outputs ($stage), instead of refusing.")
 def run_command(pipeline, out, resume, rerun_changed):
     """Runs the stages of PIPELINE in order, each into OUT/<stage> with a manifest.json (status running,
-    then completed or failed)."""
+    then completed or failed).
+
+    \b
+    Example (offline, under a minute on 2 CPU cores: LeNet-5 on digits, evaluated, exported):
+      kcnn run pipelines/digits_lenet.yaml --out runs/digits_lenet
+    """
+    from kcnn.pipeline import StageFailed, run
+
     with user_errors():
         try:
             manifests = run(pipeline, out, resume=resume, rerun_changed=rerun_changed, echo=click.echo)

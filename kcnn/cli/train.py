@@ -5,19 +5,21 @@ import json
 import click
 import yaml
 
-from kcnn.cli.options import echo_table, parse_options, parse_shape, training_options, user_errors
-from kcnn.train import RECIPES, TrainingStopped, pretrain
-from kcnn.train.bench import MODES, SOURCES, bench
-from kcnn.train.degradation import CIFAR_DEPTHS, degradation
-from kcnn.train.dense_evaluate import evaluate_task, task_weights
-from kcnn.train.evaluate import evaluate
-from kcnn.train.hardware import PRECISIONS, STRATEGIES
+from kcnn.cli.options import (BENCH_MODES, BENCH_SOURCES, CIFAR_DEPTHS, PRECISIONS, echo_table, parse_options,
+                              parse_shape, training_options, user_errors)
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def recipes(as_json):
-    """The training recipes: each paper's optimizer, batch, schedule, length and augmentation."""
+    """The training recipes: each paper's optimizer, batch, schedule, length and augmentation.
+
+    \b
+    Example:
+      kcnn recipes
+    """
+    from kcnn.train.recipes import RECIPES
+
     if as_json:
         click.echo(json.dumps({name: recipe.__dict__ for name, recipe in RECIPES.items()}, indent=2))
         return
@@ -60,7 +62,14 @@ def _recipe_file(ctx, param, value):
               help="A model variant option KEY=VALUE (repeatable).")
 @training_options
 def pretrain_command(model, dataset, out, recipe, recipe_file, overrides, **run):
-    """Trains MODEL on DATASET with its paper's recipe into the run directory OUT (resumable)."""
+    """Trains MODEL on DATASET with its paper's recipe into the run directory OUT (resumable).
+
+    \b
+    Example (LeNet-5 on scikit-learn's digits, offline; a few steps):
+      kcnn pretrain --model lenet5 --dataset digits --steps 2 --out runs/lenet5
+    """
+    from kcnn.train import TrainingStopped, pretrain
+
     with user_errors():
         try:
             rows = pretrain(model, dataset, out, recipe=recipe, overrides={**recipe_file, **overrides}, **run)
@@ -83,7 +92,15 @@ def pretrain_command(model, dataset, out, recipe, recipe_file, overrides, **run)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def evaluate_command(source, dataset, split, ten_crop, batch_size, data_dir, manual_dir, as_json):
     """Metrics of SOURCE (a pretrain or finetune run directory, or a kcnn weights file) on a dataset split:
-    top-1/top-5 for classifiers, mean IoU for segmenters, COCO mAP for detectors."""
+    top-1/top-5 for classifiers, mean IoU for segmenters, COCO mAP for detectors.
+
+    \b
+    Example (the run of `kcnn pretrain --help`'s example):
+      kcnn evaluate runs/lenet5 --dataset digits
+    """
+    from kcnn.train.dense_evaluate import evaluate_task, task_weights
+    from kcnn.train.evaluate import evaluate
+
     with user_errors():
         if task_weights(source):
             if ten_crop:
@@ -121,7 +138,14 @@ def _depths(ctx, param, value):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory of the runs and figure.")
 def degradation_command(dataset, depths, epochs, steps, overrides, precision, seed, out):
-    """The lecture's plain-vs-residual experiment: trains plain<d> and resnet<d>, draws Figure 6 (resumable)."""
+    """The lecture's plain-vs-residual experiment: trains plain<d> and resnet<d>, draws Figure 6 (resumable).
+
+    \b
+    Example (offline, a few steps; the lecture's is --dataset cifar10 --depths 20,32,44,56):
+      kcnn degradation --dataset digits --depths 20 --steps 2 --out runs/degradation
+    """
+    from kcnn.train.degradation import degradation
+
     with user_errors():
         histories = degradation(dataset, out, depths=depths, epochs=epochs, steps=steps, overrides=overrides,
                                 precision=precision, seed=seed)
@@ -132,17 +156,24 @@ def degradation_command(dataset, depths, epochs, steps, overrides, precision, se
 
 @click.command("bench")
 @click.option("--model", default="resnet50", show_default=True)
-@click.option("--mode", "modes", multiple=True, type=click.Choice(MODES), default=["train"], show_default=True)
+@click.option("--mode", "modes", multiple=True, type=click.Choice(BENCH_MODES), default=["train"], show_default=True)
 @click.option("--precision", "precisions", multiple=True, type=click.Choice(PRECISIONS), default=["fp32"],
               show_default=True, help="Repeat to compare, e.g. --precision fp32 --precision mixed_bfloat16.")
-@click.option("--source", "sources", multiple=True, type=click.Choice(SOURCES), default=["memory", "jpeg"],
+@click.option("--source", "sources", multiple=True, type=click.Choice(BENCH_SOURCES), default=["memory", "jpeg"],
               show_default=True, help="memory: one batch repeated; jpeg: JPEG files through the input pipeline.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--input-shape", callback=parse_shape, help="H,W,C (default: the model's own).")
 def bench_command(model, modes, precisions, sources, batch_size, steps, warmup, input_shape):
-    """Images per second of training or inference steps, with input-pipeline and precision ratios."""
+    """Images per second of training or inference steps, with input-pipeline and precision ratios.
+
+    \b
+    Example:
+      kcnn bench --model lenet5 --source memory --steps 2 --warmup 1
+    """
+    from kcnn.train.bench import bench
+
     rows = []
     with user_errors():
         for mode in modes:

@@ -2,9 +2,7 @@
 
 import click
 
-from kcnn.cli.options import parse_shape, user_errors
-from kcnn.train.hardware import PRECISIONS
-from kcnn.tune.search import TUNERS, tune
+from kcnn.cli.options import PRECISIONS, TUNERS, parse_shape, user_errors
 from kcnn.tune.space import BUILT_IN
 
 
@@ -27,7 +25,15 @@ def tune_command(space, dataset, tuner, max_trials, max_epochs, max_params, max_
                  resume, out):
     """Searches SPACE on DATASET with keras-tuner; writes trials.{csv,md}, pareto.png and best/ to OUT.
     Distributed: run one chief and several workers with KERASTUNER_TUNER_ID (chief, tuner0, ...),
-    KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set."""
+    KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set.
+
+    \b
+    Example (one small trial on digits, offline; a real search: more trials and epochs, hyperband):
+      kcnn tune --space resnet --dataset digits --tuner random --max-trials 1 --max-epochs 1 \\
+        --max-params 120000 --input-shape 32,32,3 --out runs/tune
+    """
+    from kcnn.tune.search import tune
+
     with user_errors():
         rows = tune(space, dataset, out, tuner=tuner, max_trials=max_trials, max_epochs=max_epochs,
                     max_params=max_params, max_macs=max_macs, input_shape=input_shape, precision=precision,

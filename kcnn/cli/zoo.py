@@ -4,11 +4,7 @@ import json
 
 import click
 
-from kcnn.analysis import human
-from kcnn.analysis import profile as profile_model
 from kcnn.cli.options import echo_table, parse_options, parse_shape, user_errors
-from kcnn.registry import get as get_spec
-from kcnn.registry import list_models
 
 
 def _lecture_error(spec):
@@ -21,12 +17,20 @@ def _lecture_error(spec):
 @click.option("--dataset", help="Only models for this dataset (mnist, imagenet, cifar10).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def models(family, dataset, as_json):
-    """Every model of the zoo: family, input, params, MACs (multiply-adds) at the default input."""
+    """Every model of the zoo: family, input, params, MACs (multiply-adds) at the default input.
+
+    \b
+    Example:
+      kcnn models --family lenet
+    """
+    import kcnn
+    from kcnn.analysis import human
+
     with user_errors():
-        names = list_models(family=family, dataset=dataset)
+        names = kcnn.list_models(family=family, dataset=dataset)
         rows = []
         for name in names:
-            spec, counts = get_spec(name), profile_model(name)
+            spec, counts = kcnn.model_info(name), kcnn.profile(name)
             rows.append({
                 "name": name, "family": spec.family, "dataset": spec.dataset, "year": spec.year,
                 "input_shape": list(spec.input_shape), "classes": spec.classes,
@@ -37,7 +41,7 @@ def models(family, dataset, as_json):
         return
     header = ("model", "family", "year", "input", "params", "MACs", "lecture error")
     body = [(r["name"], r["family"], str(r["year"]), "x".join(map(str, r["input_shape"])),
-             f"{r['params']:,}", human(r["macs"]), _lecture_error(get_spec(r["name"])))
+             f"{r['params']:,}", human(r["macs"]), _lecture_error(kcnn.model_info(r["name"])))
             for r in rows]
     echo_table(header, body)
 
@@ -52,9 +56,16 @@ def models(family, dataset, as_json):
               help="A variant option KEY=VALUE (repeatable), e.g. -o variant=torchvision.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (layers, blocks, totals, conventions).")
 def profile(name, input_shape, by, fmt, options, as_json):
-    """Per-layer output shapes, params and MACs of NAME (MACs = multiply-adds; params without BN moving stats)."""
+    """Per-layer output shapes, params and MACs of NAME (MACs = multiply-adds; params without BN moving stats).
+
+    \b
+    Example:
+      kcnn profile lenet5 --by layer
+    """
+    import kcnn
+
     with user_errors():
-        result = profile_model(name, input_shape=input_shape, **options)
+        result = kcnn.profile(name, input_shape=input_shape, **options)
     if as_json:
         click.echo(result.to_json(indent=2))
         return

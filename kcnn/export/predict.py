@@ -1,12 +1,13 @@
 """Querying an exported SavedModel the way TF Serving does: its ``serving_default`` signature on file bytes."""
 
+import json
 import os
 import re
 
 import numpy as np
 import tensorflow as tf
 
-from kcnn.export import next_version
+from kcnn.export import LABELS, MODEL_CARD, next_version
 
 
 def version_dir(model_dir):
@@ -34,6 +35,21 @@ def predict(model_dir, paths):
     return {key: _plain(value.numpy()) for key, value in outputs.items()}
 
 
+def class_names(model_dir):
+    """The exported model's class names, by class id: its ``assets/labels.txt``, else its model card's
+    ``class_names``; None when it has neither."""
+    version = version_dir(model_dir)
+    labels = os.path.join(version, "assets", LABELS)
+    if os.path.isfile(labels):
+        with open(labels, encoding="utf-8") as stream:
+            return [line.rstrip("\n") for line in stream]
+    card = os.path.join(version, "assets.extra", MODEL_CARD)
+    if os.path.isfile(card):
+        with open(card, encoding="utf-8") as stream:
+            return json.load(stream).get("class_names")
+    return None
+
+
 def signature_error(message):
     """The signature's own words out of TensorFlow's error text (its assertion), else the first line."""
     found = re.search(r"assertion failed: \[(.*?)\]", message) or re.search(r"(empty batch[^\n]*)", message)
@@ -49,8 +65,14 @@ def _plain(value):
     return value.tolist()
 
 
-def summary(outputs, paths):
-    """One readable line per image."""
+def _name(names, class_id):
+    class_id = int(class_id)
+    return names[class_id] if names and 0 <= class_id < len(names) and names[class_id] else f"class {class_id}"
+
+
+def summary(outputs, paths, names=None):
+    """One readable line per image: a classifier's top classes, a segmenter's share of the image per
+    class, a detector's objects; classes by their ``names`` (:func:`class_names`), else by id."""
     lines = []
     for index, path in enumerate(paths):
         name = os.path.basename(path)
@@ -62,11 +84,13 @@ def summary(outputs, paths):
             height, width = outputs["image_size"][index]
             mask = np.asarray(outputs["segmentation_mask"][index])[:height, :width]
             ids, counts = np.unique(mask, return_counts=True)
-            shares = ", ".join(f"class {i}: {100 * c / mask.size:.1f}%" for i, c in zip(ids, counts))
+            shares = ", ".join(f"{_name(names, i)}: {100 * c / mask.size:.1f}%" for i, c in zip(ids, counts))
             lines.append(f"{name}: {width}x{height} mask; {shares}")
         else:
             count = outputs["num_detections"][index]
+            labels = (outputs["detection_labels"][index] if "detection_labels" in outputs else
+                      [_name(names, i) for i in outputs["detection_classes"][index]])
             found = ", ".join(f"{label} {score:.2f}" for label, score in
-                              zip(outputs["detection_labels"][index][:count], outputs["detection_scores"][index][:count]))
+                              zip(labels[:count], outputs["detection_scores"][index][:count]))
             lines.append(f"{name}: {count} detections{': ' + found if found else ''}")
     return lines
