@@ -82,8 +82,6 @@ def choose(model, source="imagenet", **options):
     """The catalogue entry ``build(model, weights=source, **options)`` loads (rule in the module's docstring)."""
     if source not in KEYWORDS:
         raise ValueError(f"unknown weights source {source!r}; accepted: {', '.join(KEYWORDS)}")
-    import kcnn.models  # noqa: F401 (registers the zoo in kcnn.registry)
-
     name = registry.get(model).name
     published = catalog.entries(model=name)
     if not published:
