@@ -183,7 +183,8 @@ RUN_ELSEWHERE = {
     # tests/test_pipeline.py::test_offline_pipelines_run_end_to_end runs `kcnn run <pipeline> --out <dir>`
     "run": lambda args: os.path.splitext(os.path.basename(args[1]))[0] in CI_PIPELINES and args[2:3] == ["--out"],
     # tests/test_weights_fetch.py runs `kcnn weights fetch` against a local server (this one downloads)
-    "weights fetch": lambda args: args[:2] == ["weights", "fetch"],
+    "weights fetch": lambda args: args[:2] == ["weights", "fetch"] and '["weights", "fetch", ' in open(
+        os.path.join(ROOT, "tests", "test_weights_fetch.py"), encoding="utf-8").read(),
 }
 
 

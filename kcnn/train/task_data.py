@@ -170,10 +170,10 @@ class DetectionEvaluation:
                                       arrays["detection_classes"][i, :count].astype(int))
 
     def result(self):
-        everything = self.ground_truth()
-        truth = [everything[index] for index in sorted(self.found)]
+        everything, indices = self.ground_truth(), sorted(self.found)
+        truth = [everything[index] for index in indices]
         found = [(boxes * np.tile([image["height"], image["width"]], 2), scores, classes)
-                 for image, (boxes, scores, classes) in zip(truth, (self.found[i] for i in sorted(self.found)))]
+                 for image, (boxes, scores, classes) in zip(truth, map(self.found.get, indices))]
         names = list(self.info.class_names)
         metrics = coco_metrics(truth, found, class_names=names)
         if self.info.ignored_boxes == "difficult":
