@@ -16,9 +16,9 @@ from kcnn import data as data_module
 from kcnn.data import DetectionInfo, load_segmentation
 from kcnn.tasks import build_task_model
 from kcnn.tasks.coco_eval import coco_metrics
-from kcnn.train.task_data import (MAX_BOXES, DetectionData, DetectionEvaluation, SegmentationData,
-                                  default_preprocessing)
+from kcnn.train.task_data import MAX_BOXES, DetectionData, DetectionEvaluation, SegmentationData
 from kcnn.train.validation import Validator
+from kcnn.weights import default_preprocessing
 
 
 def bilinear(values, size):

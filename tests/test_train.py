@@ -115,7 +115,8 @@ def test_mixed_float16_scales_the_loss(tmp_path):
     import tensorflow as tf
 
     from kcnn.train.engine import Loop, RunSettings
-    from kcnn.train.task_data import ClassificationData, default_preprocessing
+    from kcnn.train.task_data import ClassificationData
+    from kcnn.weights import default_preprocessing
 
     recipe = recipes.get("small").in_steps(10)
     settings = RunSettings(task="classification", backbone="lenet5", dataset="digits", out=str(tmp_path),

@@ -20,7 +20,7 @@ import keras
 from kcnn import registry
 from kcnn.models import catalog  # noqa: F401  (registers the zoo)
 from kcnn.models.heads import POOLINGS
-from kcnn.weights import Preprocessing, read_metadata
+from kcnn.weights import PRESETS, Preprocessing, default_preprocessing, read_metadata
 from kcnn.weights.fetch import KEYWORDS as FETCHED
 from kcnn.weights.fetch import fetch
 from kcnn.weights.files import transfer_by_name
@@ -84,9 +84,10 @@ def _has_empty_feature_map(model):
     return False
 
 
-def _graph(spec, shape, *, include_top, pooling, classes, classifier_activation, options):
+def _graph(spec, shape, *, include_top, pooling, classes, classifier_activation, options, preprocessing=None):
     inputs = keras.Input(shape, name="input")
-    outputs = spec.builder(inputs, include_top=include_top, pooling=pooling, classes=classes,
+    x = inputs if preprocessing is None else preprocessing.layer()(inputs)
+    outputs = spec.builder(x, include_top=include_top, pooling=pooling, classes=classes,
                            classifier_activation=classifier_activation, **spec.options, **options)
     model = keras.Model(inputs, outputs, name=spec.name)
     if _has_empty_feature_map(model):
@@ -168,7 +169,7 @@ def _load_file(spec, model, weights, metadata, arguments, shape):
 
 
 def build(name, *, classes=None, input_shape=None, include_top=True, pooling=None, weights=None,
-          classifier_activation="softmax", **options):
+          classifier_activation="softmax", include_preprocessing=False, **options):
     """Builds the zoo model ``name`` with keras.applications' conventions.
 
     ``classes`` and ``input_shape`` default to the model's dataset (ImageNet 224x224x3,
@@ -186,6 +187,16 @@ def build(name, *, classes=None, input_shape=None, include_top=True, pooling=Non
     or at another input size; the model then carries ``preprocessing`` (the
     normalisation the weights expect, a ``kcnn.weights.Preprocessing``) and
     ``weights_metadata``.
+
+    ``include_preprocessing=True`` puts that normalisation into the graph instead (a
+    ``kcnn.layers.Normalize`` layer named "preprocessing" behind the input; without weights,
+    the one kcnn trains with from scratch): the model takes RGB pixels in [0, 255] and keeps
+    doing so after a ``.keras`` save and load or ``keras.models.clone_model``; its
+    ``preprocessing`` attribute is then "none".
+
+    >>> model = build("resnet18", classes=10, input_shape=(32, 32, 3), include_preprocessing=True)
+    >>> model.get_layer("preprocessing").preset, model.preprocessing.name
+    ('torch', 'none')
     """
     spec = registry.get(name)
     if isinstance(weights, str) and weights in FETCHED:
@@ -203,9 +214,11 @@ def build(name, *, classes=None, input_shape=None, include_top=True, pooling=Non
     shape = _check_arguments(spec, classes, input_shape or spec.input_shape, pooling, options)
     arguments = dict(include_top=include_top, pooling=pooling, classes=classes,
                      classifier_activation=classifier_activation, options=options)
+    preprocessing = (Preprocessing.from_dict(metadata["preprocessing"]) if metadata is not None
+                     else default_preprocessing(shape[2]) if include_preprocessing else None)
     with deep_graph_recursion():
         try:
-            model = _graph(spec, shape, **arguments)
+            model = _graph(spec, shape, **arguments, preprocessing=preprocessing if include_preprocessing else None)
         except ValueError:
             known = [d for d in shape[:2] if d is not None]
             if known:
@@ -217,10 +230,11 @@ def build(name, *, classes=None, input_shape=None, include_top=True, pooling=Non
             raise
         if metadata is not None:
             _load_file(spec, model, weights, metadata, arguments, shape)
-            model.preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
             model.weights_metadata = metadata
         elif weights is not None:
             _load_weights_strictly(model, weights)
+    if preprocessing is not None:
+        model.preprocessing = PRESETS["none"] if include_preprocessing else preprocessing
     return model
 
 

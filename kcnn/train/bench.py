@@ -14,10 +14,12 @@ import numpy as np
 import tensorflow as tf
 
 from kcnn import data, registry
+from kcnn.session import caller_state_kept
 from kcnn.train import hardware, recipes
 from kcnn.train.engine import Loop, RunSettings
-from kcnn.train.task_data import TaskData, default_preprocessing
+from kcnn.train.task_data import TaskData
 from kcnn.train.validation import read
+from kcnn.weights import default_preprocessing
 
 MODES = ("train", "infer")
 SOURCES = ("memory", "jpeg")
@@ -55,9 +57,8 @@ def bench(model, *, mode="train", precision="fp32", source="memory", batch_size=
     spec = registry.get(model)
     shape = tuple(input_shape or spec.input_shape)
     policy = hardware.resolve_precision(precision)
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(policy)
-    try:
+    with caller_state_kept():
+        keras.mixed_precision.set_global_policy(policy)
         recipe = recipes.get("resnet_imagenet", batch_size=batch_size).in_steps(1)
         settings = RunSettings(task="classification", backbone=spec.name, dataset="bench", out="", recipe=recipe,
                                input_shape=shape)
@@ -81,8 +82,6 @@ def bench(model, *, mode="train", precision="fp32", source="memory", batch_size=
             started = time.perf_counter()
             images = run(steps) - before
             seconds = time.perf_counter() - started
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
     return {"model": spec.name, "mode": mode, "precision": policy, "source": source, "batch_size": batch_size,
             "steps": steps, "images_per_second": images / seconds}
 

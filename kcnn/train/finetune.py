@@ -19,8 +19,7 @@ import os
 from kcnn import registry
 from kcnn.tasks import check_task
 from kcnn.train import engine, recipes
-from kcnn.train.task_data import default_preprocessing
-from kcnn.weights import Preprocessing, fetch, read_metadata
+from kcnn.weights import Preprocessing, default_preprocessing, fetch, read_metadata
 
 IMAGE_SIZE = (512, 512)  # real datasets (DeepLab crops 513, RetinaNet 512-800)
 # `shapes` (generated, offline; 2 CPU cores in minutes): a smaller input and heads, the `shapes` recipe.
@@ -59,6 +58,13 @@ def finetune(backbone, task, dataset, out, *, head=None, recipe=None, overrides=
 
     ``settings``: ``RunSettings`` fields (freeze_backbone_epochs, backbone_options, precision, strategy,
     checkpoint_every, seed, data_dir, manual_dir, download, xla). Returns the history rows.
+
+    >>> import os, tempfile, kcnn
+    >>> run = os.path.join(tempfile.mkdtemp(), "fcn")
+    >>> rows = kcnn.finetune("resnet20", "segmentation", "shapes", run, steps=2, image_size=(32, 32),
+    ...                      head_options={"width": 8}, verbose=0)
+    >>> rows[-1]["step"], "val_mean_iou" in rows[-1], type(kcnn.load(run)).__name__
+    (2, True, 'ImageSegmenter')
     """
     spec = registry.get(backbone)
     head = check_task(task, head)

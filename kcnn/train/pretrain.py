@@ -10,7 +10,7 @@ import os
 
 from kcnn import registry
 from kcnn.train import engine, recipes
-from kcnn.train.task_data import default_preprocessing
+from kcnn.weights import default_preprocessing
 
 
 def pretrain(model, dataset, out, *, recipe=None, overrides=None, epochs=None, steps=None, resume=False,
@@ -22,6 +22,12 @@ def pretrain(model, dataset, out, *, recipe=None, overrides=None, epochs=None, s
     ``RunSettings`` fields (precision, strategy, checkpoint_every, seed, data_dir, manual_dir,
     download, xla). ``force_resume`` continues a run on hardware that resolves precision or
     strategy otherwise. Returns the history rows.
+
+    >>> import os, tempfile, kcnn
+    >>> run = os.path.join(tempfile.mkdtemp(), "lenet")
+    >>> rows = kcnn.pretrain("lenet5", "digits", run, steps=2, verbose=0)
+    >>> rows[-1]["step"], "val_top1" in rows[-1], kcnn.load(run).output_shape
+    (2, True, (None, 10))
     """
     spec = registry.get(model)
     if epochs is not None and steps is not None:

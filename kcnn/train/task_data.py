@@ -15,15 +15,8 @@ from kcnn.tasks.coco_eval import coco_metrics
 from kcnn.tasks.segmentation import segmentation_metrics
 from kcnn.tasks.voc_eval import voc_metrics
 from kcnn.train import figures
-from kcnn.weights import PRESETS, Preprocessing
 
-GRAYSCALE = Preprocessing("gray", "RGB", 1 / 255, (0.5,), (0.5,))
 MAX_BOXES = 100  # ground-truth boxes per image the detection loss learns from (evaluation keeps all)
-
-
-def default_preprocessing(channels):
-    """The normalisation kcnn trains with from scratch: ImageNet mean/std for colour, [-1, 1] for grayscale."""
-    return PRESETS["torch"] if channels == 3 else GRAYSCALE
 
 
 class TaskData:

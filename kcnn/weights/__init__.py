@@ -6,6 +6,6 @@ This package's ``__init__`` holds only what ``kcnn.build`` needs to read a file
 """
 
 from kcnn.weights.files import eval_transform_of, read_metadata
-from kcnn.weights.preprocessing import PRESETS, Preprocessing
+from kcnn.weights.preprocessing import PRESETS, Preprocessing, default_preprocessing
 
-__all__ = ["PRESETS", "Preprocessing", "eval_transform_of", "read_metadata"]
+__all__ = ["PRESETS", "Preprocessing", "default_preprocessing", "eval_transform_of", "read_metadata"]

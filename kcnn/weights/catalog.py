@@ -16,6 +16,7 @@ in the catalogue's place for a block (tests serving files from 127.0.0.1, a mirr
 import contextlib
 import dataclasses
 import hashlib
+import importlib.resources
 import os
 
 
@@ -100,6 +101,12 @@ CATALOG = (
 )
 
 _replacement = None  # the table ``using`` put in CATALOG's place, if any
+
+
+def imagenet_class_names():
+    """The 1,000 ImageNet-1k class names in the index order every supported source uses."""
+    text = importlib.resources.files("kcnn.weights").joinpath("imagenet_classes.txt").read_text("utf-8")
+    return text.splitlines()
 
 
 @contextlib.contextmanager

@@ -8,7 +8,6 @@ is not the one asked for, converts every tensor (nothing is loaded unless every
 tensor fits) and writes a ``.weights.h5`` with the metadata ``kcnn.build`` reads.
 """
 
-import importlib.resources
 import os
 import re
 
@@ -33,12 +32,6 @@ TORCH_VARIANTS = {  # the kcnn options of the networks torchvision and timm ship
 UNTRAINED_PREFIXES = {"googlenet": ("aux1.", "aux2.")}
 KERAS_APPLICATIONS = {"vgg16": "VGG16", "vgg19": "VGG19", "resnet50": "ResNet50",
                       "resnet101": "ResNet101", "resnet152": "ResNet152"}
-
-
-def imagenet_class_names():
-    """The 1,000 ImageNet-1k class names in the index order every supported source uses."""
-    text = importlib.resources.files("kcnn.weights").joinpath("imagenet_classes.txt").read_text("utf-8")
-    return text.splitlines()
 
 
 def identify_state_dict(tensors):
@@ -160,7 +153,7 @@ def import_weights(source_library, model, source, out, *, preprocessing=None, cl
     classes = converted.get_layer("predictions").units if include_top else None
     default_preprocessing = official.preprocessing if official else "caffe" if source_library == "keras" else "torch"
     if class_names is None and classes == 1000:
-        class_names = imagenet_class_names()
+        class_names = catalog.imagenet_class_names()
     if class_names is not None and classes is not None and len(class_names) != classes:
         raise ValueError(f"{len(class_names)} class names given for a {classes}-class classifier")
     metadata = {

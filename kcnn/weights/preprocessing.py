@@ -16,7 +16,7 @@ what the network's first convolution saw during training.
 
 import dataclasses
 
-from keras import ops
+from kcnn.layers.normalize import Normalize, normalize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,11 +29,12 @@ class Preprocessing:
 
     def __call__(self, images):
         """Normalises a batch of RGB [0, 255] images (any array type Keras takes)."""
-        x = ops.cast(images, "float32")
-        if self.channel_order == "BGR":
-            x = ops.flip(x, axis=-1)
-        x = x * self.scale
-        return (x - ops.convert_to_tensor(self.mean, "float32")) / ops.convert_to_tensor(self.std, "float32")
+        return normalize(images, channel_order=self.channel_order, scale=self.scale, mean=self.mean, std=self.std)
+
+    def layer(self, name="preprocessing"):
+        """This normalisation as a serializable Keras layer (``kcnn.layers.Normalize``)."""
+        return Normalize(preset=self.name, channel_order=self.channel_order, scale=self.scale, mean=self.mean,
+                         std=self.std, name=name)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -59,6 +60,12 @@ PRESETS = {
     "inception": Preprocessing("inception", "RGB", 1 / 255, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     "none": Preprocessing("none"),
 }
+GRAYSCALE = Preprocessing("gray", "RGB", 1 / 255, (0.5,), (0.5,))
+
+
+def default_preprocessing(channels):
+    """The normalisation kcnn trains with from scratch: ImageNet mean/std for colour, [-1, 1] for grayscale."""
+    return PRESETS["torch"] if channels == 3 else GRAYSCALE
 
 
 def preset(name):
