@@ -27,17 +27,27 @@ __version__ = "0.1.0"
 
 # public name -> (module, attribute), imported by __getattr__ on first use
 _PUBLIC = {
+    "ImageClassifier": ("kcnn.tasks", "ImageClassifier"),
+    "ImageSegmenter": ("kcnn.tasks", "ImageSegmenter"),
     "ModelSpec": ("kcnn.registry", "ModelSpec"),
+    "ObjectDetector": ("kcnn.tasks", "ObjectDetector"),
     "Profile": ("kcnn.analysis", "Profile"),
     "backbone": ("kcnn.backbone", "backbone"),
     "build": ("kcnn.models", "build"),
+    "decode_predictions": ("kcnn.weights.usage", "decode_predictions"),
     "deep_graph_recursion": ("kcnn.models", "deep_graph_recursion"),
+    "export": ("kcnn.export", "export"),
     "feature_taps": ("kcnn.backbone", "feature_taps"),
+    "finetune": ("kcnn.train.finetune", "finetune"),
     "import_weights": ("kcnn.weights.importer", "import_weights"),
     "list_models": ("kcnn.registry", "list_models"),
+    "load": ("kcnn.export.load", "load"),
     "model_info": ("kcnn.registry", "get"),
+    "preprocess_input": ("kcnn.weights.usage", "preprocess_input"),
+    "pretrain": ("kcnn.train.pretrain", "pretrain"),
     "profile": ("kcnn.analysis", "profile"),
     "smallest_input_size": ("kcnn.models", "smallest_input_size"),
+    "tune": ("kcnn.tune.search", "tune"),
     "variant_options": ("kcnn.models", "variant_options"),
 }
 __all__ = list(_PUBLIC)

@@ -20,6 +20,7 @@ from kcnn.analysis import profile
 from kcnn.export import warmup
 from kcnn.export.signatures import ServingModule
 from kcnn.models import build
+from kcnn.session import caller_state_kept
 from kcnn.tasks import TASKS, load_task_model
 from kcnn.weights import Preprocessing, eval_transform_of, read_metadata
 
@@ -87,6 +88,7 @@ def model_card(model, task, metadata, source, signatures):
     }
 
 
+@caller_state_kept()
 def export(source, out, *, version=None, force=False, top_k=5):
     """Exports ``source`` (a pretrain/finetune run directory or a kcnn weights file) to ``out/<version>``.
 
@@ -94,6 +96,15 @@ def export(source, out, *, version=None, force=False, top_k=5):
 
     ``version`` defaults to the next integer; an existing version is replaced only with
     ``force=True``. Returns the version directory.
+
+    >>> import os, tempfile, numpy as np, kcnn
+    >>> root = tempfile.mkdtemp()
+    >>> rows = kcnn.pretrain("lenet5", "digits", os.path.join(root, "lenet"), steps=1, verbose=0)
+    >>> os.path.basename(kcnn.export(os.path.join(root, "lenet"), os.path.join(root, "models", "lenet")))
+    '1'
+    >>> served = kcnn.load(os.path.join(root, "models", "lenet"))  # the served graph: uint8 RGB in
+    >>> served.predict(np.zeros((1, 40, 30, 3), "uint8"), verbose=0)["probabilities"].shape
+    (1, 10)
     """
     out = os.fspath(out)
     model, task, metadata = load_for_serving(source)
@@ -123,7 +134,7 @@ def export(source, out, *, version=None, force=False, top_k=5):
         _replace(partial, final)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    keras.backend.clear_session()
+    keras.backend.clear_session()  # the model's graph is not needed again; the caller's session comes back
     return final
 
 

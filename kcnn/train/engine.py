@@ -31,6 +31,7 @@ import keras
 import tensorflow as tf
 
 from kcnn.atomic import write_json
+from kcnn.session import caller_state_kept
 from kcnn.tasks.models import TASK_MODELS
 from kcnn.train import checkpoints, hardware, history, recipes
 from kcnn.train.task_data import TASK_DATA
@@ -108,17 +109,14 @@ def train(settings, *, preprocessing, resume=False, force_resume=False, verbose=
     existing = existing if resume else None
     if note and verbose and not existing:
         print(note)
-    previous_policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(policy)
-    keras.utils.set_random_seed(settings.seed)  # the same initial weights in every process of a run
-    try:
+    with caller_state_kept():  # the policy and seeds are the run's, the caller's come back
+        keras.mixed_precision.set_global_policy(policy)
+        keras.utils.set_random_seed(settings.seed)  # the same initial weights in every process of a run
         os.makedirs(settings.out, exist_ok=True)
         if chief:
             write_json(os.path.join(settings.out, "config.json"), config)
         loop = Loop(settings, recipe, strategy, task_data, steps_per_epoch)
         return loop.run(existing, chief, verbose)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
 
 
 def build_task_model(settings, num_classes):

@@ -33,6 +33,7 @@ from keras_tuner.engine.trial import TrialStatus
 from kcnn import data, registry
 from kcnn.analysis import profile
 from kcnn.atomic import write_json
+from kcnn.session import caller_state_kept
 from kcnn.models import build
 from kcnn.tune import report
 from kcnn.tune.space import load
@@ -174,6 +175,7 @@ def _oracle(tuner, objective, *, max_trials, max_epochs, seed):
     return _budgeted(keras_tuner.oracles.RandomSearchOracle)(objective=objective, max_trials=max_trials, seed=seed)
 
 
+@caller_state_kept()  # keras-tuner clears the Keras session between trials; the caller's comes back
 def tune(space, dataset, out, *, tuner="hyperband", max_trials=10, max_epochs=3, max_params=None, max_macs=None,
          input_shape=None, precision="auto", seed=0, resume=False):
     """Searches ``space`` (a built-in name or YAML file) on ``dataset`` into ``out``; returns the trial rows
