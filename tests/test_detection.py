@@ -123,10 +123,57 @@ def test_saved_keras_file_keeps_weights_and_anchors(tmp_path):
     np.testing.assert_array_equal(anchors_for(loaded), anchors_for(model))
 
 
-def test_mixed_bfloat16_forward():
+def test_group_norm_heads_shared_serializable_and_default_layout_unchanged(tmp_path):
+    backbone = kcnn.backbone("resnet20", input_shape=(32, 32, 3))
+    plain = build_retinanet(backbone, 2, image_size=(32, 32), fpn_width=8, head_width=48, head_depth=2)
+    assert not [layer for layer in plain.layers if "norm" in layer.name]  # the paper's heads: weight files as before
+    keras.utils.set_random_seed(0)
+    model = build_retinanet(kcnn.backbone("resnet20", input_shape=(32, 32, 3)), 2, image_size=(32, 32),
+                            fpn_width=8, head_width=48, head_depth=2, head_norm="group")
+    names = {w.path for w in model.weights if "subnet" in w.path}
+    assert names == {f"{s}_subnet_{layer}" for s in ("class", "box")
+                     for layer in ("conv1/kernel", "conv2/kernel", "norm1/gamma", "norm1/beta", "norm2/gamma",
+                                   "norm2/beta", "output/kernel", "output/bias")}
+    for subnet in ("class", "box"):
+        norm = model.get_layer(f"{subnet}_subnet_norm1")
+        assert isinstance(norm, keras.layers.GroupNormalization) and norm.groups == 16  # gcd(32, 48)
+        assert len(norm._inbound_nodes) == 5  # shared by P3..P7, like the convs
+        assert not model.get_layer(f"{subnet}_subnet_conv1").use_bias
+        assert model.get_layer(f"{subnet}_subnet_output").use_bias
+    images = np.random.default_rng(2).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    outputs = model(images)
+    assert abs(float(tf.reduce_mean(tf.sigmoid(outputs["classification"]))) - 0.01) < 0.005  # the prior
+    clone = keras.models.model_from_json(model.to_json())
+    clone.set_weights(model.get_weights())
+    model.save(tmp_path / "gn.keras")
+    loaded = keras.saving.load_model(tmp_path / "gn.keras")
+    for copy in (clone, loaded):
+        for key, value in copy(images).items():
+            np.testing.assert_array_equal(value, outputs[key])
+    with pytest.raises(ValueError, match="unknown head_norm 'batch'; accepted: none, group"):
+        build_retinanet(backbone, 2, image_size=(32, 32), head_norm="batch")
+
+
+def test_detector_with_group_norm_heads_keeps_its_option_through_config_and_weights(tmp_path):
+    from kcnn.tasks import ObjectDetector, build_task_model
+
+    options = {"fpn_width": 16, "head_width": 32, "head_depth": 1, "head_norm": "group"}
+    model = build_task_model("detection", "resnet20", 3, image_size=(32, 32), head_options=options)
+    assert model.get_config()["head_options"] == options
+    rebuilt = ObjectDetector.from_config(model.get_config())
+    rebuilt.set_weights(model.get_weights())
+    images = np.random.default_rng(3).uniform(0, 1, (1, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(rebuilt(images)["classification"], model(images)["classification"])
+    model.save_weights(tmp_path / "gn.weights.h5")
+    rebuilt.load_weights(tmp_path / "gn.weights.h5")
+
+
+@pytest.mark.parametrize("head_norm", ["none", "group"])
+def test_mixed_bfloat16_forward(head_norm):
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        model = build_retinanet(kcnn.backbone("resnet20", input_shape=(32, 32, 3)), 2, image_size=(32, 32), **SMALL)
+        model = build_retinanet(kcnn.backbone("resnet20", input_shape=(32, 32, 3)), 2, image_size=(32, 32), **SMALL,
+                                head_norm=head_norm)
         outputs = model(np.ones((1, 32, 32, 3), "float32"))
     finally:
         keras.mixed_precision.set_global_policy("float32")

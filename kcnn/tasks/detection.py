@@ -14,7 +14,12 @@ The feature pyramid (Lin et al. 2017a) takes the backbone's levels ``C3..C5`` (g
   (``fpn_resize_c<l>``), an upsampled map one cell too large is cropped at the bottom/right.
 
 The class and box subnets are shared by all levels (the same weights); their outputs are
-flattened in the anchor order of :mod:`kcnn.tasks.anchors` and cast to float32.
+flattened in the anchor order of :mod:`kcnn.tasks.anchors` and cast to float32. Their towers are
+the paper's (conv + ReLU, ``head_norm="none"``, the default: the layout of existing weight files)
+or, with ``head_norm="group"``, conv + GroupNorm + ReLU as torchvision's ``retinanet_resnet50_fpn_v2``
+(Wu & He 2018): the plain 256-wide, 4-deep towers, with their N(0, 0.01^2) init, do not train from
+scratch under Adam (kcnn's ``shapes`` recipe): loss spikes kill most of their ReLUs and the class
+subnet stays at its prior; with GroupNorm they learn.
 
 >>> import kcnn
 >>> backbone = kcnn.backbone("resnet20", input_shape=(32, 32, 3))
@@ -35,6 +40,9 @@ from kcnn.models import deep_graph_recursion
 from kcnn.tasks.anchors import AnchorConfig, check_image_size, generate, grid_size
 
 HEAD_STDDEV = 0.01  # the paper's init of every subnet conv: N(0, 0.01^2), one initializer (seed) per layer
+HEAD_NORMS = ("none", "group")  # the subnets' normalisation: the paper's plain towers, or GroupNorm (torchvision v2)
+GROUP_NORM_GROUPS = 32  # Wu & He 2018; torchvision's retinanet_resnet50_fpn_v2 heads
+GROUP_NORM_EPSILON = 1e-5  # PyTorch's GroupNorm default (Keras' is 1e-3)
 
 
 @keras.saving.register_keras_serializable(package="kcnn")
@@ -141,13 +149,30 @@ def _feature_pyramid(features, image_size, min_level, max_level, width):
     return pyramid
 
 
-def _subnet(name, width, depth, outputs, bias):
-    """The shared tower: ``depth`` x (3x3 conv ``width`` + ReLU), then a 3x3 conv to ``outputs`` channels."""
+def _norm_groups(width):
+    """GroupNorm's groups for a tower of ``width`` channels: 32 (Wu & He 2018) where it divides, else gcd(32, width)."""
+    return math.gcd(GROUP_NORM_GROUPS, width)
+
+
+def _subnet(name, width, depth, outputs, bias, norm="none"):
+    """The shared tower: ``depth`` x (3x3 conv ``width`` [+ GroupNorm] + ReLU), then a 3x3 conv to ``outputs`` channels.
+
+    ``norm="group"``: each tower conv has no bias and is followed by GroupNorm (``<name>_norm<i>``,
+    shared by all levels like the convs; torchvision's ``retinanet_resnet50_fpn_v2``).
+    """
     def conv(filters, **options):
         return keras.layers.Conv2D(filters, 3, padding="same",
                                    kernel_initializer=keras.initializers.RandomNormal(stddev=HEAD_STDDEV), **options)
 
-    tower = [conv(width, activation="relu", name=f"{name}_conv{i + 1}") for i in range(depth)]
+    tower = []
+    for i in range(depth):
+        if norm == "group":
+            tower += [conv(width, use_bias=False, name=f"{name}_conv{i + 1}"),
+                      keras.layers.GroupNormalization(_norm_groups(width), epsilon=GROUP_NORM_EPSILON,
+                                                      name=f"{name}_norm{i + 1}"),
+                      keras.layers.ReLU(name=f"{name}_relu{i + 1}")]
+        else:
+            tower.append(conv(width, activation="relu", name=f"{name}_conv{i + 1}"))
     tower.append(conv(outputs, bias_initializer=keras.initializers.Constant(bias), name=f"{name}_output"))
 
     def apply(x):
@@ -159,7 +184,8 @@ def _subnet(name, width, depth, outputs, bias):
 
 
 def build_retinanet(backbone, num_classes, *, image_size, min_level=3, max_level=7, fpn_width=256,
-                    head_width=256, head_depth=4, prior_probability=0.01, anchor_config=None, name=None):
+                    head_width=256, head_depth=4, head_norm="none", prior_probability=0.01, anchor_config=None,
+                    name=None):
     """RetinaNet on ``backbone`` (``kcnn.backbone(name, input_shape=(H, W, C))``; its layers become the model's).
 
     Returns a functional model mapping float images ``[B, H, W, C]`` to
@@ -167,6 +193,8 @@ def build_retinanet(backbone, num_classes, *, image_size, min_level=3, max_level
     (float32, anchors as in :func:`anchors_for`). ``anchor_config`` defaults to the
     paper's (:class:`AnchorConfig` on ``min_level..max_level``); one given must have those levels.
     The class subnet's last bias is ``-log((1 - pi) / pi)`` with ``pi = prior_probability``.
+    ``head_norm``: "none" (the paper's towers: conv + ReLU) or "group" (conv + GroupNorm + ReLU, as
+    torchvision's ``retinanet_resnet50_fpn_v2``): GroupNorm lets full-size heads train from scratch.
     """
     height, width = check_image_size(image_size)
     config = anchor_config or AnchorConfig(min_level=min_level, max_level=max_level)
@@ -182,6 +210,8 @@ def build_retinanet(backbone, num_classes, *, image_size, min_level=3, max_level
     if min(fpn_width, head_width) < 1 or head_depth < 0:
         raise ValueError(f"fpn_width and head_width must be >= 1 and head_depth >= 0, "
                          f"got {fpn_width}, {head_width}, {head_depth}")
+    if head_norm not in HEAD_NORMS:
+        raise ValueError(f"unknown head_norm {head_norm!r}; accepted: {', '.join(HEAD_NORMS)}")
     if not isinstance(backbone.output, dict):
         raise ValueError(f"backbone must return a dict {{'P<n>': map}} (use kcnn.backbone), got {backbone.output!r}")
     fixed = tuple(backbone.input.shape[1:3])
@@ -193,8 +223,8 @@ def build_retinanet(backbone, num_classes, *, image_size, min_level=3, max_level
         pyramid = _feature_pyramid(features, (height, width), config.min_level, config.max_level, fpn_width)
         anchors = config.per_location
         classify = _subnet("class_subnet", head_width, head_depth, anchors * num_classes,
-                           -math.log((1 - prior_probability) / prior_probability))
-        regress = _subnet("box_subnet", head_width, head_depth, anchors * 4, 0.0)
+                           -math.log((1 - prior_probability) / prior_probability), head_norm)
+        regress = _subnet("box_subnet", head_width, head_depth, anchors * 4, 0.0, head_norm)
         outputs = RetinaNetOutputs(num_classes, (height, width), config, name="retinanet_outputs")(
             [classify(p) for p in pyramid], [regress(p) for p in pyramid])
         return keras.Model(backbone.input, outputs, name=name or f"{backbone.name.removesuffix('_backbone')}_retinanet")
