@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-parity bench clean
+.PHONY: demo test test-parity bench bench-small-data clean
 
 $(STAMP): setup.py constraints.txt
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -27,6 +27,16 @@ test-parity: $(STAMP)
 
 bench: $(STAMP)
 	$(PYTHON) benchmarks/resnet50_vs_keras_applications.py
+
+# from scratch on a small folder of real photographs with pasted objects (benchmarks/photo_objects.py):
+# kcnn finetune's plain commands, with their defaults (benchmarks/README.md has the figures)
+bench-small-data: $(STAMP)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,bench]'
+	$(PYTHON) benchmarks/photo_objects.py --out runs/photo_objects
+	$(VENV)/bin/kcnn finetune --backbone resnet18 --task segmentation --dataset runs/photo_objects/masks \
+		--image-size 128 --out runs/photo-segmentation --resume
+	$(VENV)/bin/kcnn finetune --backbone resnet18 --task detection --dataset runs/photo_objects/coco \
+		--image-size 128 --out runs/photo-detection --resume
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

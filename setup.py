@@ -31,6 +31,7 @@ setup(
                  "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],  # run notebooks/ (tests/test_notebooks.py)
         "torch": ["torch>=2.1"],  # only to read .pth files
         "parity": ["torch==2.14.1", "torchvision==0.29.1"],  # `make test-parity`
+        "bench": ["scikit-image>=0.24"],  # its bundled photographs: `make bench-small-data`
     },
     package_data={"kcnn.weights": ["imagenet_classes.txt"], "kcnn.tune": ["spaces/*.yaml"]},
     entry_points={"console_scripts": ["kcnn=kcnn.cli:main"]},

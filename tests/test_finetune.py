@@ -162,3 +162,24 @@ def test_bad_combinations_fail_with_one_line_and_write_nothing(arguments, messag
     assert result.exit_code != 0
     assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("task", ["segmentation", "detection"])
+def test_defaults_are_small_data_from_scratch_and_the_paper_s_from_weights(task, mask_folder, resnet20_weights,
+                                                                           tmp_path, capsys):
+    dataset = mask_folder if task == "segmentation" else "shapes"
+    finetune("resnet20", task, dataset, tmp_path / "scratch", steps=1, image_size=(32, 32), precision="fp32")
+    scratch = json.loads((tmp_path / "scratch" / "config.json").read_text())
+    assert scratch["recipe"]["name"] == "small_data" and scratch["recipe"]["optimizer"] == "adam"
+    expected_heads = {"segmentation": ("unet", {"width": 64}),
+                      "detection": ("retinanet", {"fpn_width": 64, "head_width": 64, "head_depth": 2,
+                                                  "head_norm": "group"})}[task]
+    assert (scratch["head"], scratch["head_options"]) == expected_heads
+    assert "from scratch (no weights): recipe small_data" in capsys.readouterr().out
+    finetune("resnet20", task, dataset, tmp_path / "weights", weights=resnet20_weights, steps=1,
+             image_size=(32, 32), precision="fp32", head_options={"width": 8} if task == "segmentation" else None)
+    paper = json.loads((tmp_path / "weights" / "config.json").read_text())
+    assert paper["recipe"]["name"] == {"segmentation": "deeplabv3", "detection": "retinanet"}[task]
+    assert paper["head"] == {"segmentation": "fcn", "detection": "retinanet"}[task]
+    assert paper["head_options"] == ({"width": 8} if task == "segmentation" else {})  # the paper's sizes
+    assert "backbone from weights: recipe" in capsys.readouterr().out

@@ -59,7 +59,7 @@ def test_in_steps_gives_the_same_rate_at_every_step(name, spe):
 
 
 def test_in_steps_converts_an_epochs_recipe_by_rounding():
-    shapes = recipes.get("shapes", boundaries=(2.5, 7))  # 12 epochs, 1 epoch of warm-up
+    shapes = recipes.get("vgg", length=12, warmup=1, boundaries=(2.5, 7))  # 12 epochs, 1 epoch of warm-up
     steps = shapes.in_steps(7)
     assert (steps.length, steps.boundaries, steps.warmup) == (84, (round(2.5 * 7), 49), 7)
     with pytest.raises(ValueError, match="steps_per_epoch must be at least 1"):
@@ -103,8 +103,10 @@ def test_for_run_keeps_the_warmup_up_to_a_tenth_of_the_run():
     tiny, _ = recipes.get("retinanet").for_run(75, steps=5)
     assert tiny.warmup == 0 and tiny.boundaries == (round(60000 * 5 / 90000), round(80000 * 5 / 90000))
 
-    epochs, _ = recipes.get("shapes").for_run(40, epochs=30)  # a 1-epoch warm-up kept in steps
+    epochs, _ = recipes.get("vgg", warmup=1).for_run(40, epochs=30)  # a 1-epoch warm-up kept in steps
     assert (epochs.length, epochs.warmup) == (1200, 40)
+    small, _ = recipes.get("small_data").for_run(62, epochs=10)  # 100 steps of warm-up: over a tenth of 620
+    assert (small.length, small.warmup) == (620, 62)
 
 
 def test_for_run_drops_boundaries_that_rounding_merges():
@@ -124,9 +126,11 @@ def test_for_run_without_a_new_length():
     retinanet = recipes.get("retinanet")
     assert retinanet.for_run(75) == (retinanet, None)
     assert retinanet.for_run(75, steps=90000) == (retinanet, None)
-    shapes = recipes.get("shapes")
-    assert shapes.for_run(40) == (shapes.in_steps(40), None)
-    assert shapes.for_run(40, epochs=12) == (shapes.in_steps(40), None)
+    epochs = recipes.get("vgg")  # 74 epochs
+    assert epochs.for_run(40) == (epochs.in_steps(40), None)
+    assert epochs.for_run(40, epochs=74) == (epochs.in_steps(40), None)
+    small = recipes.get("small_data")  # 1,200 steps
+    assert small.for_run(75, epochs=16) == (small, None)
 
 
 def test_for_run_rejects_bad_lengths():
@@ -141,7 +145,7 @@ def test_for_run_rejects_bad_lengths():
 
 SCHEDULE_CASES = [(name, spe, {}) for name in sorted(recipes.RECIPES) for spe in SPES] + [
     ("deeplabv3", 7, {"warmup": 100}),                       # poly with warm-up
-    ("shapes", 391, {}),                                     # cosine with a 1-epoch warm-up
+    ("small_data", 391, {}),                                   # cosine with a 1-epoch warm-up
     ("resnet_cifar", 7, {"warmup": 3, "boundaries": (100, 20)}),  # unsorted boundaries
 ]
 
@@ -165,7 +169,7 @@ def test_lr_schedule_equals_learning_rate(name, spe, overrides):
     _check_close([float(graph(tf.constant(s, tf.int64))) for s in steps], _expected(recipe, spe, steps), recipe)
 
 
-@pytest.mark.parametrize("name", ["retinanet", "shapes", "deeplabv3"])
+@pytest.mark.parametrize("name", ["retinanet", "small_data", "deeplabv3"])
 def test_lr_schedule_factor_and_offset(name):
     recipe, _ = recipes.get(name).for_run(13, steps=400)
     schedule = recipe.lr_schedule(13, factor=0.1, offset=25)

@@ -86,8 +86,11 @@ class Group:
     start_epoch: int = 0
 
 
-def train(settings, *, preprocessing, resume=False, force_resume=False, verbose=1):
-    """Runs ``settings`` into its run directory; returns the history rows (one per epoch)."""
+def train(settings, *, preprocessing, resume=False, force_resume=False, verbose=1, notes=()):
+    """Runs ``settings`` into its run directory; returns the history rows (one per epoch).
+
+    ``notes``: lines for the caller to see once the run's settings are accepted (what it chose and why).
+    """
     strategy = hardware.resolve_strategy(settings.strategy)  # multi-worker: before any other TF op
     chief = hardware.is_chief(strategy)
     task_data = TASK_DATA[settings.task](
@@ -107,15 +110,17 @@ def train(settings, *, preprocessing, resume=False, force_resume=False, verbose=
     # Only the chief refuses an existing run: a worker may start after the chief's first checkpoint.
     existing = checkpoints.check_run_dir(settings.out, config, resume or not chief, force=force_resume)
     existing = existing if resume else None
-    if note and verbose and not existing:
-        print(note)
     with caller_state_kept():  # the policy and seeds are the run's, the caller's come back
         keras.mixed_precision.set_global_policy(policy)
         keras.utils.set_random_seed(settings.seed)  # the same initial weights in every process of a run
+        loop = Loop(settings, recipe, strategy, task_data, steps_per_epoch)  # refuses bad model options
         os.makedirs(settings.out, exist_ok=True)
         if chief:
             write_json(os.path.join(settings.out, "config.json"), config)
-        loop = Loop(settings, recipe, strategy, task_data, steps_per_epoch)
+        if verbose and not existing:
+            for line in (*notes, note):
+                if line:
+                    print(line)
         return loop.run(existing, chief, verbose)
 
 

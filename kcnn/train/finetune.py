@@ -17,15 +17,21 @@ The loop is :mod:`kcnn.train.engine`'s, with a fine-tuning policy:
 import os
 
 from kcnn import registry
-from kcnn.tasks import check_task
+from kcnn.tasks import DEFAULT_HEAD, check_task
 from kcnn.train import engine, recipes
 from kcnn.weights import Preprocessing, default_preprocessing, fetch, read_metadata
 
 IMAGE_SIZE = (512, 512)  # real datasets (DeepLab crops 513, RetinaNet 512-800)
-# `shapes` (generated, offline; 2 CPU cores in minutes): a smaller input and heads, the `shapes` recipe.
-SHAPES_DEFAULTS = {"image_size": (96, 96), "recipe": "shapes",
-                   "head_options": {"segmentation": {"width": 64},
-                                    "detection": {"fpn_width": 64, "head_width": 64, "head_depth": 2}}}
+SHAPES_IMAGE_SIZE = (96, 96)  # the generated `shapes`: 2 CPU cores in minutes
+# From scratch (no weights), on a user's few thousand images or fewer: kcnn's small-data recipe and heads,
+# which learn in minutes on a CPU (benchmarks/README.md); the papers' recipes and full-size heads are made
+# for ImageNet-initialised backbones and long schedules. GroupNorm in the detection towers (torchvision's
+# RetinaNet v2): without it the towers' ReLUs die from scratch (kcnn.tasks.detection).
+# U-Net: made for training from scratch on few images (Ronneberger et al. 2015), its skips keep small objects.
+FROM_SCRATCH = {"recipe": "small_data", "head": {"segmentation": "unet", "detection": "retinanet"},
+                "head_options": {"segmentation": {"width": 64},
+                                 "detection": {"fpn_width": 64, "head_width": 64, "head_depth": 2,
+                                               "head_norm": "group"}}}
 
 
 def backbone_weights_path(weights, backbone=None, **options):
@@ -51,6 +57,25 @@ def backbone_weights_path(weights, backbone=None, **options):
     return path
 
 
+def _defaults_note(task, weights, defaults, default_heads, given_heads):
+    """One line: the recipe, head and head options chosen for the caller, and why (``None``: none was).
+
+    >>> print(_defaults_note("segmentation", None, {"recipe": "small_data", "head": "unet"}, {"width": 64}, {}))
+    from scratch (no weights): recipe small_data, head unet, head options width=64 (kcnn's small-data defaults; with --weights imagenet: recipe deeplabv3, head fcn, the paper's head sizes)
+    """
+    chosen = [f"{key} {value}" for key, value in defaults.items() if value]
+    heads = {key: value for key, value in default_heads.items() if key not in given_heads}
+    if heads:
+        chosen.append(f"head options {', '.join(f'{key}={value}' for key, value in heads.items())}")
+    if not chosen:
+        return None
+    if weights:
+        return (f"backbone from weights: {', '.join(chosen)} (the paper's; from scratch: recipe "
+                f"{FROM_SCRATCH['recipe']}, head {FROM_SCRATCH['head'][task]}, kcnn's small-data head sizes)")
+    return (f"from scratch (no weights): {', '.join(chosen)} (kcnn's small-data defaults; with --weights imagenet: "
+            f"recipe {recipes.FINETUNE_RECIPE[task]}, head {DEFAULT_HEAD[task]}, the paper's head sizes)")
+
+
 def finetune(backbone, task, dataset, out, *, head=None, recipe=None, overrides=None, epochs=None, steps=None,
              resume=False, force_resume=False, verbose=1, weights=None, image_size=None, freeze_bn=None,
              backbone_lr_factor=None, head_options=None, **settings):
@@ -67,15 +92,20 @@ def finetune(backbone, task, dataset, out, *, head=None, recipe=None, overrides=
     (2, True, 'ImageSegmenter')
     """
     spec = registry.get(backbone)
-    head = check_task(task, head)
+    check_task(task, head)
     if epochs is not None and steps is not None:
         raise ValueError("give --epochs or --steps, not both")
-    shapes = os.fspath(dataset) == "shapes"
-    chosen = recipes.get(recipe or (SHAPES_DEFAULTS["recipe"] if shapes else recipes.FINETUNE_RECIPE[task]),
-                         **(overrides or {}))
     weights = backbone_weights_path(weights, spec.name, **(settings.get("backbone_options") or {}))
-    size = tuple(int(side) for side in (image_size or (SHAPES_DEFAULTS["image_size"] if shapes else IMAGE_SIZE)))
-    head_options = {**(SHAPES_DEFAULTS["head_options"][task] if shapes else {}), **(head_options or {})}
+    chosen = recipes.get(recipe or (recipes.FINETUNE_RECIPE[task] if weights else FROM_SCRATCH["recipe"]),
+                         **(overrides or {}))
+    size = tuple(int(side) for side in (image_size or (SHAPES_IMAGE_SIZE if os.fspath(dataset) == "shapes"
+                                                       else IMAGE_SIZE)))
+    defaults = {"recipe": recipe is None and chosen.name, "head": head is None and check_task(
+        task, None if weights else FROM_SCRATCH["head"][task])}
+    head = head or defaults["head"]
+    default_heads = {} if weights else FROM_SCRATCH["head_options"][task]
+    note = _defaults_note(task, weights, defaults, default_heads, head_options or {})
+    head_options = {**default_heads, **(head_options or {})}
     backbone_lr_factor = (0.1 if weights else 1.0) if backbone_lr_factor is None else backbone_lr_factor
     if settings.get("freeze_backbone_epochs", 0) < 0 or backbone_lr_factor < 0:
         raise ValueError("freeze_backbone_epochs and backbone_lr_factor must not be negative")
@@ -88,4 +118,4 @@ def finetune(backbone, task, dataset, out, *, head=None, recipe=None, overrides=
                              freeze_bn, backbone_lr_factor=float(backbone_lr_factor), epochs=epochs, steps=steps,
                              **settings)
     return engine.train(run, preprocessing=preprocessing, resume=resume, force_resume=force_resume,
-                        verbose=verbose)
+                        verbose=verbose, notes=(note,))

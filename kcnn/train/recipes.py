@@ -293,18 +293,28 @@ RECIPES = {recipe.name: recipe for recipe in (
     # lr /10 at 60k and 80k, weight decay 1e-4 (plus Goyal et al.'s linear warm-up, 500 iterations).
     Recipe("retinanet", "Lin et al. 2017", lr=0.01, batch_size=16, length=90000, unit="steps",
            boundaries=(60000, 80000), weight_decay=1e-4, warmup=500),
-    # kcnn's recipe for fine-tuning from scratch on the generated `shapes` (2 CPU cores, minutes).
-    Recipe("shapes", "kcnn", lr=2e-3, batch_size=16, length=12, weight_decay=1e-5, warmup=1,
-           optimizer="adam", schedule="cosine"),
+    # kcnn's recipe for segmentation and detection from scratch on small data (a user's folder of a few
+    # thousand images or fewer, the generated `shapes`): Adam, warm-up, cosine decay. In steps, as the papers'
+    # dense recipes: from scratch needs a number of updates whatever the folder's size (1,200 steps: about 19
+    # epochs of 1,000 images, 9.6 of shapes' 2,000); minutes on 2 CPU cores at 128x128 (benchmarks/README.md).
+    Recipe("small_data", "kcnn", lr=2e-3, batch_size=16, length=1200, unit="steps", weight_decay=1e-5,
+           warmup=100, optimizer="adam", schedule="cosine"),
 )}
+ALIASES = {"shapes": "small_data"}  # former names
 
 DEFAULT_RECIPE = {"lenet": "small", "alexnet": "alexnet", "vgg": "vgg", "googlenet": "googlenet",
                   "resnet": "resnet_imagenet", "cifar_resnet": "resnet_cifar"}
-FINETUNE_RECIPE = {"segmentation": "deeplabv3", "detection": "retinanet"}  # `shapes` runs: "shapes"
+FINETUNE_RECIPE = {"segmentation": "deeplabv3", "detection": "retinanet"}  # from weights; from scratch: small_data
 
 
 def get(name, **overrides):
-    """A recipe by name, with ``overrides`` applied (e.g. from CLI flags or a YAML file)."""
+    """A recipe by name (or a former name, ``ALIASES``), with ``overrides`` applied (e.g. from CLI flags or a YAML
+    file).
+
+    >>> get("shapes").name
+    'small_data'
+    """
+    name = ALIASES.get(name, name)
     if name not in RECIPES:
         close = difflib.get_close_matches(name, RECIPES, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
