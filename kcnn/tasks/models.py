@@ -266,7 +266,19 @@ class ObjectDetector(Task):
     """RetinaNet on a zoo backbone. Targets are ground truth as kcnn's loaders give it: ``{"boxes": [B, M, 4]
     (ymin, xmin, ymax, xmax) normalised to [0, 1], "classes": [B, M] (-1 pads), "num_boxes": [B]}``; the loss
     matches them to the anchors itself. ``predict`` gives ``boxes`` in input pixels, ``scores``, ``classes``
-    and ``num_detections`` after class-wise NMS."""
+    and ``num_detections`` after class-wise NMS.
+
+    >>> import numpy as np
+    >>> detector = ObjectDetector("resnet20", 2, image_size=(64, 64),
+    ...                           head_options={"fpn_width": 16, "head_width": 16, "head_depth": 1})
+    >>> detector.compile(optimizer="adam")
+    >>> images = np.zeros((2, 64, 64, 3), "float32")
+    >>> targets = {"boxes": np.array([[[0.1, 0.1, 0.5, 0.5]], [[0.2, 0.3, 0.9, 0.8]]], "float32"),
+    ...            "classes": np.array([[0], [1]]), "num_boxes": np.array([1, 1])}
+    >>> history = detector.fit(images, targets, epochs=1, verbose=0)
+    >>> sorted(detector.predict(images, verbose=0))
+    ['boxes', 'classes', 'num_detections', 'scores']
+    """
 
     task = "detection"
     key_metric = "mAP50"

@@ -178,8 +178,20 @@ def _oracle(tuner, objective, *, max_trials, max_epochs, seed):
 @caller_state_kept()  # keras-tuner clears the Keras session between trials; the caller's comes back
 def tune(space, dataset, out, *, tuner="hyperband", max_trials=10, max_epochs=3, max_params=None, max_macs=None,
          input_shape=None, precision="auto", seed=0, resume=False):
-    """Searches ``space`` (a built-in name or YAML file) on ``dataset`` into ``out``; returns the trial rows
-    (on the chief, or when not distributed; ``None`` on a worker)."""
+    r"""Searches ``space`` (a built-in name or YAML file) on ``dataset`` into ``out``; returns the trial rows
+    (on the chief, or when not distributed; ``None`` on a worker).
+
+    >>> import contextlib, io, os, tempfile, kcnn
+    >>> root = tempfile.mkdtemp()
+    >>> with open(os.path.join(root, "lenet.yaml"), "w") as file:
+    ...     _ = file.write("model: lenet5\ninput_shape: [32, 32, 1]\nhyperparameters:\n"
+    ...                    "  lr: {min: 0.01, max: 0.1, sampling: log}\nrecipe: {lr: $lr}\n")
+    >>> with contextlib.redirect_stdout(io.StringIO()):  # keras-tuner's progress
+    ...     rows = kcnn.tune(os.path.join(root, "lenet.yaml"), "digits", os.path.join(root, "search"),
+    ...                      tuner="random", max_trials=1, max_epochs=1)
+    >>> len(rows), "model.weights.h5" in os.listdir(os.path.join(root, "search", "best"))  # the best trial's run
+    (1, True)
+    """
     space = load(space)
     out = os.fspath(out)
     state = os.path.join(out, "keras_tuner")
