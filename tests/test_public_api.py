@@ -42,12 +42,13 @@ def test_preprocess_input_is_keras_applications_for_each_preset(preset, tmp_path
     expected = imagenet_utils.preprocess_input(x.copy(), mode=KERAS_MODES[preset])
     path = _weights_file(tmp_path, preset)
     for source in (kcnn.build("resnet18", weights=path), path):  # a model, its weights file
+        # kcnn multiplies by 1/255 where keras.applications divides by 255: an ulp apart (7e-7 measured)
         np.testing.assert_allclose(kcnn.preprocess_input(x, source), expected, rtol=1e-6, atol=1e-5)
 
 
 def test_preprocess_input_of_a_name_is_its_imagenet_file_s_and_a_model_without_one_is_refused():
     x = _pixels()
-    # "resnet50": torchvision's file (the best published), trained on torch's mean and std
+    # "resnet50": torchvision's file (the best published), trained on torch's mean and std (an ulp apart, as above)
     np.testing.assert_allclose(kcnn.preprocess_input(x, "resnet50"),
                                imagenet_utils.preprocess_input(x.copy(), mode="torch"), rtol=1e-6, atol=1e-5)
     inside = kcnn.build("lenet5", include_preprocessing=True)
