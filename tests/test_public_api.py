@@ -110,7 +110,7 @@ def test_load_refuses_what_it_cannot_load_in_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.txt").write_text("not a model")
     for path, message in ((tmp_path / "empty", "holds neither model.weights.h5 nor a SavedModel"),
-                          (tmp_path / "notes.txt", "not a readable HDF5 weights file")):
+                          (tmp_path / "notes.txt", "holds no kcnn metadata")):
         with pytest.raises(ValueError, match=message) as error:
             kcnn.load(path)
         assert "\n" not in str(error.value)

@@ -28,7 +28,8 @@ MODEL_CARD = "model_card.json"
 LABELS = "labels.txt"
 
 
-def _weights_path(source):
+def weights_path(source):
+    """(path, metadata) of a run directory's model.weights.h5 or a kcnn weights file; anything else is refused."""
     source = os.fspath(source)
     path = os.path.join(source, "model.weights.h5") if os.path.isdir(source) else source
     if not os.path.isfile(path):
@@ -44,7 +45,7 @@ def _weights_path(source):
 
 def load_for_serving(source):
     """(model, task, metadata) of a run directory or weights file; ``model.preprocessing`` is set."""
-    path, metadata = _weights_path(source)
+    path, metadata = weights_path(source)
     task = metadata.get("task", "classification")
     if task in TASKS:
         return load_task_model(path), task, metadata

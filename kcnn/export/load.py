@@ -22,10 +22,9 @@ import os
 
 import keras
 
-from kcnn.export import MODEL_CARD, next_version
+from kcnn.export import MODEL_CARD, next_version, weights_path
 from kcnn.models import build
 from kcnn.tasks import TASKS, load_task_model
-from kcnn.weights import read_metadata
 
 ACCEPTED = "a run folder, a kcnn weights file, a .keras file or an export"
 SERVING_SIGNATURE = "serving_images"
@@ -49,10 +48,8 @@ def _served(folder):
     return keras.Model(images, served(images), name=os.path.basename(os.path.dirname(os.path.abspath(folder))))
 
 
-def _from_weights(path, include_preprocessing):
-    metadata = read_metadata(path)
-    if metadata is None:
-        raise ValueError(f"{path!r} holds no kcnn metadata; kcnn.load takes {ACCEPTED}")
+def _from_weights(source, include_preprocessing):
+    path, metadata = weights_path(source)  # a run folder's model.weights.h5, or the file; with kcnn metadata
     if metadata.get("task", "classification") in TASKS:
         if include_preprocessing:
             raise ValueError(f"{path!r} holds a fine-tuned {metadata['task']} model, which takes normalised "
@@ -73,10 +70,7 @@ def load(path, *, include_preprocessing=False):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ValueError(f"{path!r} does not exist; kcnn.load takes {ACCEPTED}")
-    if os.path.isdir(path):
-        weights = os.path.join(path, "model.weights.h5")
-        if os.path.isfile(weights):
-            return _from_weights(weights, include_preprocessing)
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "model.weights.h5")):
         folder = _saved_model_folder(path)
         if folder is None:
             raise ValueError(f"{path!r} holds neither model.weights.h5 nor a SavedModel; kcnn.load takes {ACCEPTED}")
