@@ -17,15 +17,16 @@ import tensorflow as tf
 
 from kcnn.data import augment as augmentations
 from kcnn.data.augment import AUGMENTATIONS, EVAL_TRANSFORMS, eval_transform_for
-from kcnn.data.dense import dense_dataset_info, detection_ground_truth, load_detection, load_segmentation
+from kcnn.data.dense import (dense_dataset_info, detection_ground_truth, instance_ground_truth, load_detection,
+                             load_instances, load_segmentation)
 from kcnn.data.dense_sources import DetectionInfo, SegmentationInfo, skipped_samples
 from kcnn.data.shapes import SHAPES_CLASSES
 from kcnn.data.sources import SPLITS, DatasetInfo, dataset_info, open_source, skipped_images
 
 __all__ = ["AUGMENTATIONS", "EVAL_TRANSFORMS", "DatasetInfo", "DetectionInfo", "SHAPES_CLASSES",
            "SegmentationInfo", "dataset_info", "dense_dataset_info", "detection_ground_truth", "eval_transform_for",
-           "load_classification", "load_detection", "load_segmentation", "skipped_images",
-           "skipped_samples"]
+           "instance_ground_truth", "load_classification", "load_detection", "load_instances", "load_segmentation",
+           "skipped_images", "skipped_samples"]
 
 
 def load_classification(dataset, split, *, image_size, channels, batch_size, training,

@@ -1,12 +1,14 @@
-"""Segmentation and detection datasets as tf.data pipelines: shapes, folders and TFDS.
+"""Segmentation, detection and instance segmentation datasets as tf.data pipelines: shapes, folders
+and TFDS.
 
 Images are float32 [B, H, W, 3] with pixel values in [0, 255] (grayscale repeated to RGB) at
 exactly image_size; masks int32 [B, H, W] class ids (255 = ignore); detection targets are boxes
 normalised ymin, xmin, ymax, xmax zero-padded to max_boxes, classes padded with -1, the count of
 real boxes and each image's index in its split (the key of `detection_ground_truth`, what
-detections are scored against). Training pipelines shuffle and augment with `seed`: same seed, same batches
-whatever the load; like every seeded TF op they also depend on the global TF seed
-(keras.utils.set_random_seed), so set that too, or leave it unset, to repeat a run.
+detections are scored against); instance segmentation targets add each box's mask at image_size
+(`load_instances`, scored against `instance_ground_truth`). Training pipelines shuffle and augment
+with `seed`: same seed, same batches whatever the load; like every seeded TF op they also depend on
+the global TF seed (keras.utils.set_random_seed), so set that too, or leave it unset, to repeat a run.
 
 >>> ds, info = load_segmentation("shapes", "val", image_size=(64, 64), batch_size=8,
 ...                              training=False)
@@ -21,16 +23,23 @@ whatever the load; like every seeded TF op they also depend on the global TF see
 >>> truth = detection_ground_truth("shapes", "val")
 >>> len(truth), truth[int(targets["image_index"][0])]["boxes"].shape[1]  # original pixels, all boxes
 (250, 4)
+>>> ds, info = load_instances("shapes", "val", image_size=(64, 64), batch_size=8,
+...                            training=False, max_boxes=10)
+>>> images, targets = next(iter(ds))
+>>> targets["masks"].shape, targets["masks"].dtype
+(TensorShape([8, 10, 64, 64]), tf.uint8)
+>>> truth = instance_ground_truth("shapes", "val")
+>>> len(truth[0]["segmentation"]) == len(truth[0]["boxes"]), truth[0]["segmentation"][0]["size"]
+(True, [128, 128])
 >>> dense_dataset_info("coco/2017", "detection", data_dir="/nonexistent")
 Traceback (most recent call last):
 ValueError: TFDS dataset 'coco/2017' is not prepared in ...
 """
 
+import functools
 import os
 
 import tensorflow as tf
-
-import functools
 
 from kcnn.data.dense_folders import FOLDER_LAYOUTS, folder_info, folder_kind, open_folder
 from kcnn.data.dense_sources import (IGNORE_LABEL, TASKS, TFDS_DATASETS, count_skip, open_shapes,
@@ -88,11 +97,33 @@ def load_detection(dataset, split, *, image_size, batch_size, training, seed=0, 
     Images without boxes are kept. training=True shuffles and flips at random (boxes mirrored);
     both modes resize to image_size, which keeps normalised boxes exact.
     """
+    return _box_pipeline(dataset, "detection", split, image_size, batch_size, training, seed, max_boxes,
+                         data_dir, manual_dir, download, drop_remainder)
+
+
+def load_instances(dataset, split, *, image_size, batch_size, training, seed=0, max_boxes=100,
+                   data_dir=None, manual_dir=None, download=False, drop_remainder=None):
+    """Batches of (images, {"boxes", "classes", "num_boxes", "masks", "image_index"}) of `split` of
+    `dataset`, and its DetectionInfo: the targets an instance segmenter (Mask R-CNN) learns from.
+
+    load_detection's pipeline and targets, cleaned and flipped alike, with "masks": uint8 [B, max_boxes,
+    H, W] at image_size, box i's instance (1 inside) resized nearest-neighbour from the image's size,
+    zeros for the padding. dataset: "shapes" (its instances are whole shapes, which never overlap) or a
+    COCO-layout folder whose annotations have segmentations (polygons or RLE; see
+    kcnn.data.dense_folders). TFDS's coco/2017 has boxes only and is refused. A mask of another size
+    than its image makes the image "unreadable" (skipped and counted).
+    """
+    return _box_pipeline(dataset, "instance_segmentation", split, image_size, batch_size, training, seed,
+                         max_boxes, data_dir, manual_dir, download, drop_remainder)
+
+
+def _box_pipeline(dataset, task, split, image_size, batch_size, training, seed, max_boxes, data_dir, manual_dir,
+                  download, drop_remainder):
     _check_arguments(split, image_size, batch_size)
     if not isinstance(max_boxes, int) or max_boxes < 1:
         raise ValueError(f"bad max_boxes {max_boxes!r}; expected a positive int")
     image_size = tuple(image_size)
-    source = _open(dataset, "detection", split, training, seed, data_dir, manual_dir, download)
+    source = _open(dataset, task, split, training, seed, data_dir, manual_dir, download)
     num_classes = source.info.num_classes
     ds = _decoded(source, training, seed)
     ds = ds.map(lambda example: _clean_boxes(example, num_classes, max_boxes),
@@ -107,25 +138,41 @@ def detection_ground_truth(dataset, split, *, data_dir=None, manual_dir=None, do
     (none truncated) in the image's original pixels, its crowd or difficult boxes kept as ignore regions,
     COCO's annotated areas (see kcnn.data.dense_sources.image_ground_truth). Boxes of an unknown class are
     left out, as the loaders drop them. Read once per process and split."""
-    if _kind(dataset, "detection") == "folder":
-        dataset = os.fspath(dataset)
-    return _ground_truth(dataset, split, data_dir, manual_dir, download)
+    return _ground_truth(_cache_key(dataset, "detection"), "detection", split, data_dir, manual_dir, download)
+
+
+def instance_ground_truth(dataset, split, *, data_dir=None, manual_dir=None, download=False):
+    """`detection_ground_truth` of an instance segmentation dataset (`load_instances`), each image's dict
+    with "segmentation": one COCO RLE (pycocotools' compressed {"size": [height, width], "counts": bytes})
+    per box, in the order of "boxes", at the image's original size: what COCOeval's "segm" scores
+    (kcnn.tasks.coco_eval, iou_type="segm"). Shapes' "area" is each mask's pixel count, COCO's the
+    annotated segment area."""
+    task = "instance_segmentation"
+    return _ground_truth(_cache_key(dataset, task), task, split, data_dir, manual_dir, download)
+
+
+def _cache_key(dataset, task):
+    """`dataset` as a hashable key (a folder's path as a string), checked for `task`."""
+    return os.fspath(dataset) if _kind(dataset, task) == "folder" else dataset
 
 
 @functools.lru_cache(maxsize=4)
-def _ground_truth(dataset, split, data_dir, manual_dir, download):
-    source = _open(dataset, "detection", split, False, 0, data_dir, manual_dir, download)
+def _ground_truth(dataset, task, split, data_dir, manual_dir, download):
+    source = _open(dataset, task, split, False, 0, data_dir, manual_dir, download)
     known = source.info.num_classes
     truth = {}
     for index, image in source.ground_truth().items():
         keep = (image["classes"] >= 0) & (image["classes"] < known)
         truth[index] = {**image, **{key: image[key][keep] for key in ("boxes", "classes", "ignore", "area")}}
+        if "segmentation" in image:
+            truth[index]["segmentation"] = [rle for rle, kept in zip(image["segmentation"], keep) if kept]
     return truth
 
 
 def dense_dataset_info(dataset, task, *, data_dir=None, manual_dir=None, download=False):
-    """The SegmentationInfo or DetectionInfo (task "segmentation" or "detection") of `dataset`,
-    without building a pipeline. TFDS datasets must be prepared (or download=True)."""
+    """The SegmentationInfo or DetectionInfo (task "segmentation", or "detection" and
+    "instance_segmentation") of `dataset`, without building a pipeline. TFDS datasets must be prepared
+    (or download=True)."""
     kind = _kind(dataset, task)
     if kind == "shapes":
         return shapes_info(task)
@@ -149,6 +196,13 @@ def _kind(dataset, task):
         raise ValueError(f"TFDS has no VOC segmentation variant ({dataset!r} has boxes only); "
                          "segmentation accepts 'shapes', oxford_iiit_pet or a folder "
                          f"{FOLDER_LAYOUTS['segmentation']} (VOC SegmentationClass PNGs fit)")
+    if task == "instance_segmentation" and isinstance(dataset, str) and dataset.startswith("coco"):
+        raise ValueError(f"TFDS {dataset!r} has no instance masks (coco/2017 has boxes only, coco/2017_panoptic "
+                         "panoptic segments, not the instances annotations); instance_segmentation reads a folder "
+                         "of the official COCO files: PATH/annotations/instances_val2017.json with PATH/val2017/ "
+                         "(and train2017 alike)")
+    if not names:
+        raise ValueError(f"unknown {task} dataset {dataset!r}; expected 'shapes' or a folder {FOLDER_LAYOUTS[task]}")
     raise ValueError(f"unknown {task} dataset {dataset!r}; expected 'shapes', a folder "
                      f"{FOLDER_LAYOUTS[task]} or a TFDS name among {', '.join(names)}")
 
@@ -257,8 +311,8 @@ def _train_segmentation(example, image_size, seed):
 
 
 def _clean_boxes(example, num_classes, max_boxes):
-    """The loss's boxes: ignore regions left out, boxes clipped to [0, 1]; unknown classes, empty boxes
-    and those past max_boxes dropped (and counted)."""
+    """The loss's boxes (and their "masks", if the example has them): ignore regions left out, boxes
+    clipped to [0, 1]; unknown classes, empty boxes and those past max_boxes dropped (and counted)."""
     learned = tf.logical_not(tf.cast(example["ignore"], tf.bool))
     boxes = tf.clip_by_value(tf.cast(tf.boolean_mask(example["boxes"], learned), tf.float32), 0.0, 1.0)
     classes = tf.cast(tf.boolean_mask(example["classes"], learned), tf.int32)
@@ -266,27 +320,34 @@ def _clean_boxes(example, num_classes, max_boxes):
     # NaN coordinates fail these comparisons: such boxes count as empty.
     has_area = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     keep = known & has_area
-    boxes, classes = tf.boolean_mask(boxes, keep), tf.boolean_mask(classes, keep)
+    kept = {"boxes": tf.boolean_mask(boxes, keep), "classes": tf.boolean_mask(classes, keep)}
+    if "masks" in example:
+        kept["masks"] = tf.boolean_mask(tf.boolean_mask(example["masks"], learned), keep)
     name = example["name"]
     counted = [
         _count_if("bad box class", name, tf.reduce_sum(tf.cast(~known, tf.int32))),
         _count_if("empty box", name, tf.reduce_sum(tf.cast(known & ~has_area, tf.int32))),
-        _count_if("box over max_boxes", name, tf.maximum(tf.shape(boxes)[0] - max_boxes, 0)),
+        _count_if("box over max_boxes", name, tf.maximum(tf.shape(kept["boxes"])[0] - max_boxes, 0)),
     ]
     with tf.control_dependencies(counted):
-        return {"image": tf.identity(example["image"]), "boxes": tf.identity(boxes[:max_boxes]),
-                "classes": tf.identity(classes[:max_boxes]), "index": tf.cast(example["index"], tf.int32)}
+        return {"image": tf.identity(example["image"]), "index": tf.cast(example["index"], tf.int32),
+                **{key: tf.identity(value[:max_boxes]) for key, value in kept.items()}}
 
 
 def _detection_pair(example, image_size, max_boxes, seed):
-    """(image at image_size, padded targets); with a seed, a random horizontal flip."""
+    """(image at image_size, padded targets, with masks resized nearest-neighbour if the example has
+    them); with a seed, a random horizontal flip of all."""
     image = tf.image.resize(tf.cast(example["image"], tf.float32), image_size)
     boxes, classes = example["boxes"], example["classes"]
+    masks = (tf.image.resize(example["masks"][..., tf.newaxis], image_size, method="nearest")[..., 0]
+             if "masks" in example else None)
     if seed is not None:
         flip = tf.random.stateless_uniform([], seed) < 0.5
         image = tf.where(flip, tf.reverse(image, axis=[1]), image)
         ymin, xmin, ymax, xmax = tf.unstack(boxes, num=4, axis=1)
         boxes = tf.where(flip, tf.stack([ymin, 1.0 - xmax, ymax, 1.0 - xmin], axis=1), boxes)
+        if masks is not None:
+            masks = tf.where(flip, tf.reverse(masks, axis=[2]), masks)
     count = tf.shape(boxes)[0]
     targets = {
         "boxes": tf.ensure_shape(tf.pad(boxes, [[0, max_boxes - count], [0, 0]]), [max_boxes, 4]),
@@ -295,4 +356,7 @@ def _detection_pair(example, image_size, max_boxes, seed):
         "num_boxes": count,
         "image_index": example["index"],
     }
+    if masks is not None:
+        targets["masks"] = tf.ensure_shape(tf.pad(masks, [[0, max_boxes - count], [0, 0], [0, 0]]),
+                                           [max_boxes, *image_size])
     return tf.ensure_shape(image, [*image_size, 3]), targets

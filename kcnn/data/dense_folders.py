@@ -1,4 +1,5 @@
-"""Segmentation and detection datasets in local folders; the layout is read from the contents.
+"""Segmentation, detection and instance segmentation datasets in local folders; the layout is read
+from the contents.
 
 Masks (segmentation): PATH/<split>/images/*.jpg|*.jpeg|*.png, and for each image
 PATH/<split>/masks/<same stem>.png: one channel (grayscale, or palette indices as in VOC's
@@ -12,6 +13,12 @@ COCO ships, instances_<split>2017.json and PATH/<split>2017/). Categories of bot
 numbered 0..K-1 in sorted id order; "iscrowd" boxes are ignore regions (left out of the loss, kept
 in the evaluation's ground truth with their "area"); [x, y, w, h] pixel boxes become normalised
 ymin, xmin, ymax, xmax with the width and height the JSON gives for the image.
+
+COCO (instance segmentation): the same folders, and every annotation (crowds included) has its
+"segmentation": polygons [[x, y, x, y, ...], ...] or an RLE {"counts": [ints] or a string,
+"size": [height, width]}, read with pycocotools as COCO's own evaluation reads them
+(kcnn.data.instances.annotation_rle). Masks are decoded when their image is read; the split's
+annotations file is parsed a second time (once per process) for them.
 
 <split> is train or val. Folders are listed (and COCO files parsed) once per process. A folder
 in neither layout is refused with both described:
@@ -30,18 +37,22 @@ import tensorflow as tf
 
 from kcnn.data.dense_sources import (IGNORE_LABEL, DenseSource, DetectionInfo, SegmentationInfo,
                                      decode_image, decode_or_skip, image_ground_truth, sized_like)
+from kcnn.data.instances import annotation_rle, decode_masks
 from kcnn.data.sources import SPLITS, _import_optional
 
 FOLDER_LAYOUTS = {
     "segmentation": "PATH/<split>/images/*.jpg|*.png with PATH/<split>/masks/<stem>.png",
     "detection": "PATH/annotations/instances_<split>.json with images in PATH/<split>/ (COCO)",
+    "instance_segmentation": "PATH/annotations/instances_<split>.json with images in PATH/<split>/ "
+                             "(COCO, a segmentation on every annotation)",
 }
+_LAYOUT_TASKS = {"segmentation": ("segmentation",), "detection": ("detection", "instance_segmentation")}
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def folder_kind(root, task):
-    """"segmentation" or "detection", the layout of folder `root`; refuses one that does not
-    match `task`, or matches neither layout."""
+    """"segmentation" or "detection", the layout of folder `root` (COCO's "detection" layout serves
+    instance_segmentation too); refuses one that does not serve `task`, or matches neither layout."""
     if _coco_files(root):
         kind = "detection"
     elif any(os.path.isdir(os.path.join(root, split, "images")) for split in SPLITS):
@@ -50,7 +61,7 @@ def folder_kind(root, task):
         raise ValueError(f"folder {root} has no dense dataset layout; expected "
                          f"{FOLDER_LAYOUTS['segmentation']} (segmentation) or "
                          f"{FOLDER_LAYOUTS['detection']} (detection); <split> is train or val")
-    if kind != task:
+    if task not in _LAYOUT_TASKS[kind]:
         raise ValueError(f"folder {root} is a {kind} dataset ({FOLDER_LAYOUTS[kind]}); "
                          f"{task} needs {FOLDER_LAYOUTS[task]}")
     return kind
@@ -66,7 +77,7 @@ def open_folder(root, task, split):
     folder_kind(root, task)
     if task == "segmentation":
         return _mask_source(root, split)
-    return _coco_source(root, split)
+    return _coco_source(root, split, task)
 
 
 # --- masks ---------------------------------------------------------------------------------
@@ -191,10 +202,7 @@ def _coco_split(content, files, label_of):
         sizes.append((height, width))
     split = {"paths": [os.path.join(image_dir, image["file_name"]) for image in images], "sizes": sizes,
              **{key: [[] for _ in images] for key in ("boxes", "classes", "ignore", "area")}}
-    for annotation in content.get("annotations", []):
-        if annotation.get("image_id") not in position:
-            continue
-        i = position[annotation["image_id"]]
+    for i, annotation in _image_annotations(content, position):
         x, y, w, h = annotation["bbox"]
         split["boxes"][i].append((y, x, y + h, x + w))
         # An unknown category becomes -1: dropped and counted as "bad box class" when read.
@@ -204,33 +212,74 @@ def _coco_split(content, files, label_of):
     return split
 
 
+def _image_annotations(content, position):
+    """(image position, annotation) of the annotations of listed images, in the file's order."""
+    for annotation in content.get("annotations", []):
+        if annotation.get("image_id") in position:
+            yield position[annotation["image_id"]], annotation
+
+
+@functools.lru_cache(maxsize=4)
+def _coco_rles(root, split):
+    """Per image of `split` (listing order), the compressed RLE counts of its annotations, in the order
+    of _coco_split's boxes; the annotations file is parsed again, the polygons kept no longer than this."""
+    annotations_file = _coco_files(root)[split][0]
+    with open(annotations_file, encoding="utf-8") as file:
+        content = json.load(file)
+    images = sorted(content.get("images", []), key=lambda image: image["id"])
+    position = {image["id"]: i for i, image in enumerate(images)}
+    rles = [[] for _ in images]
+    for i, annotation in _image_annotations(content, position):
+        where = f"annotation {annotation.get('id')} (image {images[i]['file_name']!r}) in {annotations_file}"
+        if "segmentation" not in annotation:
+            raise ValueError(f"{where} has no 'segmentation'; instance_segmentation needs polygons or an RLE "
+                             "on every annotation, crowds included")
+        rle = annotation_rle(annotation["segmentation"], images[i]["height"], images[i]["width"], where)
+        rles[i].append(rle["counts"])
+    return rles
+
+
 def _ragged(rows, dtype, width=None):
     flat = np.array([value for row in rows for value in row], dtype)
     return tf.RaggedTensor.from_row_lengths(flat.reshape(-1, width) if width else flat, [len(row) for row in rows])
 
 
-def _coco_source(root, split):
+def _coco_source(root, split, task):
     info, listing = _coco_listing(root)
     if split not in listing:
         raise ValueError(f"folder {root} has no annotations/instances_{split}.json; expected "
-                         f"{FOLDER_LAYOUTS['detection']}")
+                         f"{FOLDER_LAYOUTS[task]}")
     listed = listing[split]
+    rles = _coco_rles(root, split) if task == "instance_segmentation" else None
     scale = [np.tile(np.asarray(size, np.float64), 2) for size in listed["sizes"]]
     normalised = [np.asarray(boxes, np.float64).reshape(-1, 4) / s for boxes, s in zip(listed["boxes"], scale)]
-    records = tf.data.Dataset.from_tensor_slices({
+    columns = {
         "name": tf.constant(listed["paths"], tf.string), "index": tf.range(len(listed["paths"]), dtype=tf.int32),
         "boxes": _ragged(normalised, np.float32, 4), "classes": _ragged(listed["classes"], np.int32),
         "ignore": _ragged(listed["ignore"], bool),
-    })
+    }
+    if rles is not None:
+        columns["counts"] = tf.RaggedTensor.from_row_lengths(
+            tf.constant([counts for row in rles for counts in row], tf.string, shape=[sum(map(len, rles))]),
+            [len(row) for row in rles])
+        columns["size"] = tf.constant(np.asarray(listed["sizes"], np.int32).reshape(-1, 2))
+    records = tf.data.Dataset.from_tensor_slices(columns)
 
     def example(record):
         record = {key: value.to_tensor() if isinstance(value, tf.RaggedTensor) else value
                   for key, value in record.items()}
-        return {**record, "image": decode_image(tf.io.read_file(record["name"]))}
+        image = decode_image(tf.io.read_file(record["name"]))
+        if rles is None:
+            return {**record, "image": image}
+        counts, size = record.pop("counts"), record.pop("size")
+        masks = tf.numpy_function(decode_masks, [counts, size[0], size[1]], tf.uint8, stateful=False)
+        return {**record, "image": image, "masks": sized_like(tf.ensure_shape(masks, [None, None, None]), image)}
 
     def ground_truth():
         return {i: image_ground_truth(*listed["sizes"][i], listed["boxes"][i], listed["classes"][i],
-                                      listed["ignore"][i], listed["area"][i])
+                                      listed["ignore"][i], listed["area"][i],
+                                      None if rles is None else [{"size": list(listed["sizes"][i]), "counts": c}
+                                                                 for c in rles[i]])
                 for i in range(len(listed["paths"]))}
 
     return DenseSource(records, lambda ds: decode_or_skip(ds, example), info, max(len(listed["paths"]), 1),

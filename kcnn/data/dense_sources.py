@@ -1,12 +1,14 @@
-"""Segmentation and detection sources: the common pieces, shapes and TFDS (folders: dense_folders).
+"""Segmentation, detection and instance segmentation sources: the common pieces, shapes and TFDS
+(folders: dense_folders).
 
 A `DenseSource` holds cheap records to shuffle, a `decode` step turning them into examples, and
 the info. Segmentation examples are {"name": string, "image": uint8 [H, W, 3], "mask": int32
 [H, W]}; detection examples are {"name", "index": the record's position in the split, "image",
 "boxes": float32 [k, 4] normalised ymin, xmin, ymax, xmax (not yet clipped), "classes": int32 [k],
-"ignore": bool [k] (COCO's crowd, VOC's difficult boxes)}. A detection source also gives its
-split's ground truth for evaluation (`ground_truth`, on the host, in original pixels: see
-`image_ground_truth`). Shapes and TFDS infos read no pixels:
+"ignore": bool [k] (COCO's crowd, VOC's difficult boxes)}; instance segmentation examples are
+detection examples with "masks": uint8 [k, H, W], each box's instance at the image's size. A
+detection or instance source also gives its split's ground truth for evaluation (`ground_truth`,
+on the host, in original pixels: see `image_ground_truth`). Shapes and TFDS infos read no pixels:
 
 >>> info = shapes_info("detection")
 >>> info.class_names, info.num_examples
@@ -26,9 +28,10 @@ import numpy as np
 import tensorflow as tf
 
 from kcnn.data import shapes
+from kcnn.data.instances import encode_masks
 from kcnn.data.sources import SPLITS, _import_optional, _tfds_split_size
 
-TASKS = ("segmentation", "detection")
+TASKS = ("segmentation", "detection", "instance_segmentation")
 IGNORE_LABEL = 255
 SKIP_REASONS = ("unreadable", "bad mask label", "empty box", "bad box class",
                 "box over max_boxes")
@@ -78,16 +81,18 @@ class DenseSource:
 
     records: tf.data.Dataset
     decode: Callable[[tf.data.Dataset], tf.data.Dataset]
-    info: object  # SegmentationInfo or DetectionInfo
+    info: object  # SegmentationInfo or DetectionInfo (detection and instance segmentation)
     shuffle_buffer: int
-    ground_truth: Callable[[], dict] = None  # detection: {record index: image_ground_truth}
+    ground_truth: Callable[[], dict] = None  # boxes: {record index: image_ground_truth}
 
 
-def image_ground_truth(height, width, boxes, classes, ignore, area=None):
+def image_ground_truth(height, width, boxes, classes, ignore, area=None, segmentation=None):
     """One image's ground truth as detection protocols score it: ``boxes`` [n, 4] float64 pixels (ymin,
     xmin, ymax, xmax) of the original image, clipped to it, ``classes``, ``ignore`` (crowd or difficult:
     ignore regions) and ``area`` (the annotation's, COCO's segment area, or the box's), without the boxes
     the loaders drop (no area once clipped; an unknown class is dropped by the caller) and never truncated.
+    With ``segmentation`` (instance segmentation: one COCO RLE per box at height x width, see
+    kcnn.data.instances) the kept boxes' RLEs, in the same order, under "segmentation".
 
     >>> truth = image_ground_truth(10, 20, [[-2, 1, 4, 5], [3, 3, 3, 9]], [0, 1], [False, False])
     >>> truth["boxes"].tolist(), truth["area"].tolist()
@@ -97,9 +102,12 @@ def image_ground_truth(height, width, boxes, classes, ignore, area=None):
     box_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     keep = box_area > 0
     area = box_area if area is None else np.where(np.asarray(area, np.float64) > 0, area, box_area)
-    return {"height": int(height), "width": int(width), "boxes": boxes[keep],
-            "classes": np.asarray(classes, np.int64).reshape(-1)[keep],
-            "ignore": np.asarray(ignore, bool).reshape(-1)[keep], "area": np.asarray(area, np.float64)[keep]}
+    truth = {"height": int(height), "width": int(width), "boxes": boxes[keep],
+             "classes": np.asarray(classes, np.int64).reshape(-1)[keep],
+             "ignore": np.asarray(ignore, bool).reshape(-1)[keep], "area": np.asarray(area, np.float64)[keep]}
+    if segmentation is not None:
+        truth["segmentation"] = [rle for rle, kept in zip(segmentation, keep) if kept]
+    return truth
 
 
 def skipped_samples():
@@ -139,6 +147,8 @@ def shapes_info(task):
 
 
 def open_shapes(task, split):
+    """Instance masks are each shape's pixels (shapes never overlap: see kcnn.data.shapes); the
+    ground truth's "area" is then the mask's, as COCO's is its segment's."""
     images, masks, boxes, classes, counts = shapes.generate_padded(split)
     size = images.shape[1]
     index = np.arange(len(images))
@@ -147,22 +157,39 @@ def open_shapes(task, split):
 
         def example(i, image, mask):
             return {"name": _shapes_name(split, i), "image": image, "mask": tf.cast(mask, tf.int32)}
-    else:
-        records = tf.data.Dataset.from_tensor_slices((index, images, boxes / size, classes, counts))
 
-        def example(i, image, box, label, count):
-            return {"name": _shapes_name(split, i), "index": i, "image": image, "boxes": box[:count],
-                    "classes": label[:count], "ignore": tf.zeros([count], tf.bool)}
+        ground_truth = None
+    else:
+        columns = {"index": index, "image": images, "boxes": boxes / size, "classes": classes, "count": counts}
+        if task == "instance_segmentation":
+            columns["instances"] = shapes.generate_instances(split)
+        records = tf.data.Dataset.from_tensor_slices(columns)
+
+        def example(record):
+            count = record["count"]
+            found = {"name": _shapes_name(split, record["index"]), "index": record["index"],
+                     "image": record["image"], "boxes": record["boxes"][:count],
+                     "classes": record["classes"][:count], "ignore": tf.zeros([count], tf.bool)}
+            if "instances" in record:  # box i's mask: the pixels of instance i + 1
+                ids = tf.range(1, count + 1, dtype=tf.int32)[:, tf.newaxis, tf.newaxis]
+                found["masks"] = tf.cast(tf.cast(record["instances"], tf.int32)[tf.newaxis] == ids, tf.uint8)
+            return found
+
+        def ground_truth():
+            truth = {}
+            for i, n in enumerate(counts):
+                extra = {}
+                if "instances" in columns:
+                    own = columns["instances"][i] == np.arange(1, n + 1)[:, np.newaxis, np.newaxis]
+                    extra = {"area": own.sum(axis=(1, 2)), "segmentation": encode_masks(own)}
+                truth[i] = image_ground_truth(size, size, boxes[i, :n], classes[i, :n], np.zeros(n, bool),
+                                              **extra)
+            return truth
 
     def decode(ds):
         return ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    def ground_truth():
-        return {i: image_ground_truth(size, size, boxes[i, :n], classes[i, :n], np.zeros(n, bool))
-                for i, n in enumerate(counts)}
-
-    return DenseSource(records, decode, shapes_info(task), len(images),
-                       ground_truth if task == "detection" else None)
+    return DenseSource(records, decode, shapes_info(task), len(images), ground_truth)
 
 
 def _shapes_name(split, index):
@@ -282,8 +309,9 @@ def decode_image(encoded):
 
 
 def sized_like(mask, image):
-    """`mask`, failing (so that decode_or_skip skips the sample) unless it has image's size."""
-    same_size = tf.debugging.assert_equal(tf.shape(mask), tf.shape(image)[:2],
+    """`mask` ([H, W], or masks [k, H, W]), failing (so that decode_or_skip skips the sample) unless
+    it has image's size."""
+    same_size = tf.debugging.assert_equal(tf.shape(mask)[-2:], tf.shape(image)[:2],
                                           message="mask size differs from its image")
     with tf.control_dependencies([same_size]):
         return tf.identity(mask)

@@ -1,10 +1,13 @@
-"""Shapes: a generated segmentation and detection dataset with exact masks and boxes.
+"""Shapes: a generated segmentation, detection and instance segmentation dataset with exact masks
+and boxes.
 
 Each image holds 1 to 4 coloured circles, squares and triangles (squares and triangles rotated)
 on a textured background (smooth colour noise blended with stripes or a gradient of random
 colours). Shapes never overlap and lie fully inside the image, so every box is exactly the
-extent of its shape's pixels. Mask values are 0 for background and 1 + the class id of
-SHAPES_CLASSES; boxes are pixels (ymin, xmin, ymax, xmax) with ymax and xmax exclusive edges.
+extent of its shape's pixels, and each shape's instance mask is all of its shape (nothing is
+drawn over it). Mask values are 0 for background and 1 + the class id of SHAPES_CLASSES;
+instance maps (`generate_instances`) are 0 for background and i + 1 on the shape of the image's
+i-th box; boxes are pixels (ymin, xmin, ymax, xmax) with ymax and xmax exclusive edges.
 The same (split, size, count, seed) always gives the same arrays; train and val come from
 different random streams.
 
@@ -14,6 +17,10 @@ different random streams.
 >>> ymin, xmin, ymax, xmax = boxes[0][0].astype(int)
 >>> shape = masks[0, ymin:ymax, xmin:xmax] == classes[0][0] + 1
 >>> bool(shape[0].any() and shape[-1].any() and shape[:, 0].any() and shape[:, -1].any())
+True
+>>> instances = generate_instances("val", size=64, count=3, seed=1)
+>>> rows, cols = np.nonzero(instances[0] == 1)  # the first box's shape
+>>> [rows.min(), cols.min(), rows.max() + 1, cols.max() + 1] == [ymin, xmin, ymax, xmax]
 True
 """
 
@@ -50,6 +57,17 @@ def generate(split, *, size=_NATIVE_SIZE, count=None, seed=0):
 def generate_padded(split, *, size=_NATIVE_SIZE, count=None, seed=0):
     """`generate` with boxes [N, MAX_SHAPES, 4] and classes [N, MAX_SHAPES] padded (zeros and
     -1) after the first counts[i] (int32 [N]) entries of image i."""
+    return _checked(split, size, count, seed)[:5]
+
+
+def generate_instances(split, *, size=_NATIVE_SIZE, count=None, seed=0):
+    """The instance maps uint8 [N, size, size] of the images `generate` gives: 0 background, i + 1
+    the pixels of the shape of image n's i-th box (i < counts[n] of `generate_padded`)."""
+    return _checked(split, size, count, seed)[5]
+
+
+def _checked(split, size, count, seed):
+    """The cached arrays (images, masks, boxes, classes, counts, instance maps) of valid arguments."""
     if split not in _STREAMS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(_STREAMS)}")
     if not isinstance(size, int) or size < 32:
@@ -80,6 +98,8 @@ def _chunk(rng, size, n):
     colours = rng.integers(0, 256, (n, MAX_SHAPES, 3), dtype=np.int16)
     images = _background(rng, size, n)
     masks = np.zeros((n, size, size), np.uint8)
+    instances = np.zeros((n, size, size), np.uint8)
+    rank = np.cumsum(placed, axis=1)  # a placed slot's 1-based position among its image's boxes
     boxes = np.zeros((n, MAX_SHAPES, 4), np.float32)
     window = int(np.ceil(radii.max(initial=1.0) * 2)) + 2
     offsets = np.arange(window)
@@ -98,6 +118,7 @@ def _chunk(rng, size, n):
         owner = np.broadcast_to(np.arange(len(chosen))[:, None, None], inside.shape)[inside]
         masks.reshape(-1)[pixel] = kinds[chosen[owner], slot] + 1
         images.reshape(-1, 3)[pixel] = colours[chosen[owner], slot]
+        instances.reshape(-1)[pixel] = rank[chosen[owner], slot]
         any_row, any_col = inside.any(axis=2), inside.any(axis=1)
         boxes[chosen, slot] = np.stack([
             corner[:, 0] + any_row.argmax(axis=1), corner[:, 1] + any_col.argmax(axis=1),
@@ -109,7 +130,7 @@ def _chunk(rng, size, n):
     order = np.argsort(~placed, axis=1, kind="stable")
     classes = np.where(placed, kinds, -1).astype(np.int32)
     return (images, masks, np.take_along_axis(boxes, order[..., None], axis=1),
-            np.take_along_axis(classes, order, axis=1), placed.sum(axis=1).astype(np.int32))
+            np.take_along_axis(classes, order, axis=1), placed.sum(axis=1).astype(np.int32), instances)
 
 
 def _place(rng, size, n):
