@@ -6,14 +6,17 @@ import pytest
 import tensorflow as tf
 
 from kcnn.data import shapes
-from kcnn.tasks import ImageClassifier, ImageSegmenter, ObjectDetector
+from kcnn.tasks import ImageClassifier, ImageSegmenter, InstanceSegmenter, ObjectDetector
 from kcnn.weights import PRESETS
 from test_zoo_harness import check_custom_layers_round_trip
 
 SIZE = (64, 64)
 HEADS = [(ImageSegmenter, "fcn", {"width": 16}), (ImageSegmenter, "deeplabv3", {"width": 16}),
          (ImageSegmenter, "unet", {"width": 16}),
-         (ObjectDetector, "retinanet", {"fpn_width": 16, "head_width": 16, "head_depth": 1})]
+         (ObjectDetector, "retinanet", {"fpn_width": 16, "head_width": 16, "head_depth": 1}),
+         (ObjectDetector, "faster_rcnn", {"fpn_width": 16, "representation_size": 32, "sampled_rois": 64}),
+         (InstanceSegmenter, "mask_rcnn", {"fpn_width": 16, "representation_size": 32, "sampled_rois": 64,
+                                           "mask_width": 16})]
 
 
 def _shapes_arrays(task, count=16):
@@ -25,7 +28,11 @@ def _shapes_arrays(task, count=16):
     labels = np.full((count, 8), -1, "int32")
     for i, (b, c) in enumerate(zip(boxes, classes)):
         padded[i, :len(b)], labels[i, :len(c)] = b / SIZE[0], c  # loaders give boxes normalised to [0, 1]
-    return normalised, {"boxes": padded, "classes": labels, "num_boxes": np.array([len(c) for c in classes], "int32")}
+    targets = {"boxes": padded, "classes": labels, "num_boxes": np.array([len(c) for c in classes], "int32")}
+    if task == "instance_segmentation":  # object i's mask: the pixels of instance i + 1
+        instances = shapes.generate_instances("train", size=SIZE[0], count=count, seed=3)
+        targets["masks"] = (instances[:, None] == np.arange(1, 9)[None, :, None, None]).astype("uint8")
+    return normalised, targets
 
 
 def test_a_classifier_fits_a_users_tf_data_and_predicts_probabilities():
@@ -73,7 +80,8 @@ def test_dense_task_models_fit_predict_and_round_trip_through_keras_files(cls, h
         assert predicted.shape == (4, *SIZE) and predicted.dtype == np.int32
         np.testing.assert_array_equal(predicted, np.argmax(model(x[:4], training=False), axis=-1))
     else:
-        assert set(predicted) == {"boxes", "scores", "classes", "num_detections"}
+        masks = {"masks"} if model.task == "instance_segmentation" else set()
+        assert set(predicted) == {"boxes", "scores", "classes", "num_detections"} | masks
         kept = predicted["boxes"][predicted["scores"] > 0]
         assert (kept >= 0).all() and (kept <= SIZE[0]).all()  # input pixels, clipped to the image
         raw = model.detect(model(x[:4], training=False))  # normalised boxes of the same detections

@@ -13,14 +13,16 @@ says which backbone, head, classes and input size).
 
 import os
 
-from kcnn.tasks.models import TASK_MODELS, ImageClassifier, ImageSegmenter, ObjectDetector
+from kcnn.tasks.models import TASK_MODELS, ImageClassifier, ImageSegmenter, InstanceSegmenter, ObjectDetector
 from kcnn.tasks.segmentation import HEADS as SEGMENTATION_HEADS
 from kcnn.weights import Preprocessing, read_metadata
 
-TASKS = {"segmentation": SEGMENTATION_HEADS, "detection": ("retinanet",)}  # the heads of the fine-tuning tasks
-DEFAULT_HEAD = {"segmentation": "fcn", "detection": "retinanet"}
+TASKS = {"segmentation": SEGMENTATION_HEADS, "detection": ObjectDetector.heads,
+         "instance_segmentation": InstanceSegmenter.heads}  # the heads of the fine-tuning tasks
+DEFAULT_HEAD = {task: heads[0] for task, heads in TASKS.items()} | {"segmentation": "fcn"}
 
-__all__ = ["DEFAULT_HEAD", "TASKS", "TASK_MODELS", "ImageClassifier", "ImageSegmenter", "ObjectDetector",
+__all__ = ["DEFAULT_HEAD", "TASKS", "TASK_MODELS", "ImageClassifier", "ImageSegmenter", "InstanceSegmenter",
+           "ObjectDetector",
            "build_task_model", "check_task", "load_task_model"]
 
 

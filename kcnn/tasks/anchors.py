@@ -101,19 +101,22 @@ def _centre_size(boxes):
     return boxes[..., 0] + height / 2, boxes[..., 1] + width / 2, height, width
 
 
-def encode_boxes(boxes, anchors):
-    """``(ty, tx, th, tw) * BOX_WEIGHTS`` of ``boxes`` relative to ``anchors`` (same pixel units, broadcast)."""
+def encode_boxes(boxes, anchors, weights=BOX_WEIGHTS):
+    """``(ty, tx, th, tw) * weights`` of ``boxes`` relative to ``anchors`` (same pixel units, broadcast).
+
+    ``weights``: RetinaNet's and Fast R-CNN's (10, 10, 5, 5) by default; the RPN's are (1, 1, 1, 1).
+    """
     y, x, h, w = _centre_size(tf.convert_to_tensor(boxes, tf.float32))
     ya, xa, ha, wa = _centre_size(tf.convert_to_tensor(anchors, tf.float32))
     tiny = 1e-6
     log_h = tf.clip_by_value(tf.math.log(tf.maximum(h, tiny) / ha), -LOG_SIZE_CLIP, LOG_SIZE_CLIP)
     log_w = tf.clip_by_value(tf.math.log(tf.maximum(w, tiny) / wa), -LOG_SIZE_CLIP, LOG_SIZE_CLIP)
-    return tf.stack([(y - ya) / ha, (x - xa) / wa, log_h, log_w], -1) * BOX_WEIGHTS
+    return tf.stack([(y - ya) / ha, (x - xa) / wa, log_h, log_w], -1) * weights
 
 
-def decode_boxes(deltas, anchors):
+def decode_boxes(deltas, anchors, weights=BOX_WEIGHTS):
     """The inverse of :func:`encode_boxes`: boxes (pixels, yxyx) from encoded ``deltas`` and ``anchors``."""
-    deltas = tf.convert_to_tensor(deltas, tf.float32) / BOX_WEIGHTS
+    deltas = tf.convert_to_tensor(deltas, tf.float32) / weights
     ya, xa, ha, wa = _centre_size(tf.convert_to_tensor(anchors, tf.float32))
     y, x = ya + deltas[..., 0] * ha, xa + deltas[..., 1] * wa
     h = ha * tf.exp(tf.minimum(deltas[..., 2], LOG_SIZE_CLIP))

@@ -1,17 +1,7 @@
 """RetinaNet (Lin et al. 2017, "Focal Loss for Dense Object Detection") on any zoo backbone: model and loss.
 
-The feature pyramid (Lin et al. 2017a) takes the backbone's levels ``C3..C5`` (generally
-``min_level..min(5, max_level)``): 1x1 lateral convs, top-down 2x nearest upsampling
-+ add, 3x3 output convs; ``P6`` is a 3x3/2 conv on ``C5``, ``P7`` (and above) ReLU +
-3x3/2 conv on the level below. Every zoo backbone fits:
-
-* a level the backbone lacks above its deepest one (CIFAR ResNets and LeNet stop at
-  ``P2``; so do networks cut short) is made by a 3x3/2 conv + ReLU (``fpn_extra_c<l>``,
-  ``fpn_width`` filters) on the level below; a backbone without ``C<min_level>`` starts
-  from its deepest level under it;
-* every map is exactly the anchor grid ``ceil(H / 2^l) x ceil(W / 2^l)``: a backbone map
-  of another size (valid padding: AlexNet, LeNet) is resized bilinearly
-  (``fpn_resize_c<l>``), an upsampled map one cell too large is cropped at the bottom/right.
+The feature pyramid (:mod:`kcnn.tasks.fpn`) runs over ``C3..C5``; ``P6`` is a 3x3/2 conv on ``C5``,
+``P7`` (and above) ReLU + 3x3/2 conv on the level below.
 
 The class and box subnets are shared by all levels (the same weights); their outputs are
 flattened in the anchor order of :mod:`kcnn.tasks.anchors` and cast to float32. Their towers are
@@ -37,7 +27,8 @@ import tensorflow as tf
 from keras import ops
 
 from kcnn.models import deep_graph_recursion
-from kcnn.tasks.anchors import AnchorConfig, check_image_size, generate, grid_size
+from kcnn.tasks.anchors import AnchorConfig, check_image_size, generate
+from kcnn.tasks.fpn import feature_pyramid
 
 HEAD_STDDEV = 0.01  # the paper's init of every subnet conv: N(0, 0.01^2), one initializer (seed) per layer
 HEAD_NORMS = ("none", "group")  # the subnets' normalisation: the paper's plain towers, or GroupNorm (torchvision v2)
@@ -92,61 +83,6 @@ def anchors_for(model):
     """The anchors of a RetinaNet's outputs: float32 ``[total_anchors, 4]`` pixels (ymin, xmin, ymax, xmax)."""
     layer = _outputs_layer(model)
     return generate(layer.image_size, layer.anchor_config)
-
-
-def _to_grid(x, level, image_size, name):
-    """``x`` resized (bilinear) to the anchor grid of ``level`` where its size differs."""
-    target = grid_size(image_size, level)
-    if tuple(x.shape[1:3]) == target:
-        return x
-    return keras.layers.Resizing(*target, interpolation="bilinear", name=name)(x)
-
-
-def _down(x, width, name, activation=None):
-    """A 3x3/2 conv with one pixel of zeros on every side (torchvision's P6/P7): ceil(n / 2) outputs."""
-    x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
-    return keras.layers.Conv2D(width, 3, strides=2, activation=activation, name=name)(x)
-
-
-def _pyramid_inputs(features, image_size, min_level, top_level, width):
-    """``{l: C_l}`` for ``l`` in ``min_level..top_level``: backbone maps on the grid, or extra 3x3/2 convs."""
-    present = sorted(int(key[1:]) for key in features)
-    start = max((level for level in present if level <= min_level), default=None)
-    if start is None:
-        raise ValueError(f"backbone has no feature level at or below P{min_level} (it has "
-                         f"{', '.join(f'P{level}' for level in present)}); accepted: any level <= min_level")
-    levels = {start: _to_grid(features[f"P{start}"], start, image_size, f"fpn_resize_c{start}")}
-    for level in range(start + 1, top_level + 1):
-        if level in present:
-            levels[level] = _to_grid(features[f"P{level}"], level, image_size, f"fpn_resize_c{level}")
-        else:
-            levels[level] = _down(levels[level - 1], width, f"fpn_extra_c{level}", activation="relu")
-    return {level: levels[level] for level in range(min_level, top_level + 1)}
-
-
-def _feature_pyramid(features, image_size, min_level, max_level, width):
-    """``[P_min_level, ..., P_max_level]``, each exactly on its anchor grid."""
-    top_level = min(5, max_level)
-    inputs = _pyramid_inputs(features, image_size, min_level, top_level, width)
-    merged = {top_level: keras.layers.Conv2D(width, 1, name=f"fpn_lateral_p{top_level}")(inputs[top_level])}
-    for level in range(top_level - 1, min_level - 1, -1):
-        upsampled = keras.layers.UpSampling2D(2, name=f"fpn_upsample_p{level}")(merged[level + 1])
-        rows, cols = grid_size(image_size, level)
-        extra_rows, extra_cols = upsampled.shape[1] - rows, upsampled.shape[2] - cols
-        if extra_rows or extra_cols:
-            crop = keras.layers.Cropping2D(((0, extra_rows), (0, extra_cols)), name=f"fpn_crop_p{level}")
-            upsampled = crop(upsampled)
-        lateral = keras.layers.Conv2D(width, 1, name=f"fpn_lateral_p{level}")(inputs[level])
-        merged[level] = keras.layers.Add(name=f"fpn_merge_p{level}")([lateral, upsampled])
-    pyramid = [keras.layers.Conv2D(width, 3, padding="same", name=f"fpn_output_p{level}")(merged[level])
-               for level in range(min_level, top_level + 1)]
-    source = inputs[top_level]  # P6 comes from C5, as in the paper
-    for level in range(top_level + 1, max_level + 1):
-        if level > 6:
-            source = keras.layers.ReLU(name=f"fpn_relu_p{level - 1}")(source)
-        source = _down(source, width, f"fpn_p{level}")
-        pyramid.append(source)
-    return pyramid
 
 
 def _norm_groups(width):
@@ -220,7 +156,7 @@ def build_retinanet(backbone, num_classes, *, image_size, min_level=3, max_level
                          f"accepted: a backbone built with kcnn.backbone(name, input_shape=(H, W, C))")
     with deep_graph_recursion():
         features = dict(backbone.output)
-        pyramid = _feature_pyramid(features, (height, width), config.min_level, config.max_level, fpn_width)
+        pyramid = feature_pyramid(features, (height, width), config.min_level, config.max_level, fpn_width)
         anchors = config.per_location
         classify = _subnet("class_subnet", head_width, head_depth, anchors * num_classes,
                            -math.log((1 - prior_probability) / prior_probability), head_norm)

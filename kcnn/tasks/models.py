@@ -34,7 +34,9 @@ from kcnn.models import build, deep_graph_recursion
 from kcnn.tasks import segmentation
 from kcnn.tasks.anchors import encode_targets
 from kcnn.tasks.detection import anchors_for, build_retinanet, retinanet_loss
+from kcnn.tasks.masks import paste_masks
 from kcnn.tasks.nms import decode_detections
+from kcnn.tasks.rcnn import build_rcnn
 
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers (Szegedy et al. 2014, section 5)
 BACKBONE_OPTIONS_BY_FAMILY = {"output_stride": ("resnet",)}  # what a task may ask of some backbones only
@@ -263,10 +265,13 @@ class ImageSegmenter(Task):
 
 @keras.saving.register_keras_serializable(package="kcnn")
 class ObjectDetector(Task):
-    """RetinaNet on a zoo backbone. Targets are ground truth as kcnn's loaders give it: ``{"boxes": [B, M, 4]
-    (ymin, xmin, ymax, xmax) normalised to [0, 1], "classes": [B, M] (-1 pads), "num_boxes": [B]}``; the loss
-    matches them to the anchors itself. ``predict`` gives ``boxes`` in input pixels, ``scores``, ``classes``
-    and ``num_detections`` after class-wise NMS.
+    """A detector on a zoo backbone: RetinaNet (``head="retinanet"``) or Faster R-CNN (``"faster_rcnn"``).
+
+    Targets are ground truth as kcnn's loaders give it: ``{"boxes": [B, M, 4] (ymin, xmin, ymax, xmax)
+    normalised to [0, 1], "classes": [B, M] (-1 pads), "num_boxes": [B]}``; the loss matches them to the
+    anchors (and, for Faster R-CNN, samples the RoIs) itself. Calling the model gives its raw outputs
+    (RetinaNet's per-anchor outputs; Faster R-CNN's pyramid and RPN outputs); ``predict`` gives ``boxes``
+    in input pixels, ``scores``, ``classes`` and ``num_detections`` after class-wise NMS.
 
     >>> import numpy as np
     >>> detector = ObjectDetector("resnet20", 2, image_size=(64, 64),
@@ -278,26 +283,41 @@ class ObjectDetector(Task):
     >>> history = detector.fit(images, targets, epochs=1, verbose=0)
     >>> sorted(detector.predict(images, verbose=0))
     ['boxes', 'classes', 'num_detections', 'scores']
+    >>> two_stage = ObjectDetector("resnet20", 2, image_size=(64, 64), head="faster_rcnn",
+    ...                            head_options={"fpn_width": 16, "representation_size": 32, "sampled_rois": 64})
+    >>> two_stage.compile(optimizer="adam")
+    >>> history = two_stage.fit(images, targets, epochs=1, verbose=0)
+    >>> two_stage.predict(images, verbose=0)["boxes"].shape
+    (2, 100, 4)
     """
 
     task = "detection"
     key_metric = "mAP50"
+    heads = ("retinanet", "faster_rcnn")
 
-    def __init__(self, backbone, num_classes, *, image_size, head="retinanet", backbone_options=None,
+    def __init__(self, backbone, num_classes, *, image_size, head=None, backbone_options=None,
                  head_options=None, backbone_weights=None, **kwargs):
-        if head != "retinanet":
-            raise ValueError(f"unknown detection head {head!r}; accepted: retinanet")
+        head = self.heads[0] if head is None else head
+        if head not in self.heads:
+            raise ValueError(f"unknown {self.task} head {head!r}; accepted: {', '.join(self.heads)}")
         name, options, features = _features(backbone, image_size, backbone_options, backbone_weights)
-        size = tuple(features.input.shape[1:3])
-        network = build_retinanet(features, num_classes, image_size=size, **dict(head_options or {}))
+        size, head_options = tuple(features.input.shape[1:3]), dict(head_options or {})
+        if head == "retinanet":
+            network, roi_heads = build_retinanet(features, num_classes, image_size=size, **head_options), None
+        else:
+            network, roi_heads = build_rcnn(features, num_classes, image_size=size, masks=head == "mask_rcnn",
+                                            **head_options)
         kwargs.setdefault("name", network.name)
         super().__init__(network, {"backbone": name, "num_classes": int(num_classes), "image_size": list(size),
-                                   "head": head, "backbone_options": options,
-                                   "head_options": dict(head_options or {})},
+                                   "head": head, "backbone_options": options, "head_options": head_options},
                          backbone_layers=[layer.name for layer in features.layers], **kwargs)
-        self.image_size, self.anchors = size, anchors_for(self)
+        self.image_size, self.roi_heads = size, roi_heads  # the second stage, outside the functional graph
+        self.anchors = anchors_for(self) if roi_heads is None else None
 
     def per_example_loss(self, y, y_pred):
+        if self.roi_heads is not None:
+            return self.roi_heads.loss(y, y_pred)
+
         def encode(example):
             boxes, classes, count = example
             return encode_targets(boxes, classes, count, self.anchors, image_size=self.image_size)
@@ -309,7 +329,10 @@ class ObjectDetector(Task):
         return retinanet_loss(class_targets, box_targets, y_pred)
 
     def detect(self, y_pred):
-        """Detections with boxes normalised to [0, 1] (the TF Object Detection API's layout)."""
+        """Detections with boxes normalised to [0, 1] (the TF Object Detection API's layout); Mask R-CNN adds
+        ``detection_masks`` [B, 100, 28, 28], box-relative probabilities."""
+        if self.roi_heads is not None:
+            return self.roi_heads.detect(y_pred)
         return decode_detections(y_pred, self.anchors, image_size=self.image_size)
 
     def decode(self, y_pred):
@@ -320,4 +343,35 @@ class ObjectDetector(Task):
                 "num_detections": found["num_detections"]}
 
 
-TASK_MODELS = {cls.task: cls for cls in (ImageClassifier, ImageSegmenter, ObjectDetector)}
+@keras.saving.register_keras_serializable(package="kcnn")
+class InstanceSegmenter(ObjectDetector):
+    """Mask R-CNN on a zoo backbone: :class:`ObjectDetector`'s targets plus ``"masks"`` ``[B, M, H, W]`` (each
+    object's 0/1 mask at the input size); ``predict`` adds ``masks`` ``[B, 100, H, W]`` uint8, each detection's
+    mask pasted into the input image (probability >= 0.5).
+
+    >>> import numpy as np
+    >>> model = InstanceSegmenter("resnet20", 1, image_size=(64, 64),
+    ...                           head_options={"fpn_width": 8, "representation_size": 16, "mask_width": 8,
+    ...                                         "sampled_rois": 32})
+    >>> model.compile(optimizer="adam")
+    >>> masks = np.zeros((1, 1, 64, 64), "uint8")
+    >>> masks[0, 0, 8:40, 8:40] = 1
+    >>> targets = {"boxes": np.array([[[0.125, 0.125, 0.625, 0.625]]], "float32"), "classes": np.array([[0]]),
+    ...            "num_boxes": np.array([1]), "masks": masks}
+    >>> history = model.fit(np.zeros((1, 64, 64, 3), "float32"), targets, epochs=1, verbose=0)
+    >>> model.predict(np.zeros((1, 64, 64, 3), "float32"), verbose=0)["masks"].shape
+    (1, 100, 64, 64)
+    """
+
+    task = "instance_segmentation"
+    key_metric = "mask_mAP50"
+    heads = ("mask_rcnn",)
+
+    def decode(self, y_pred):
+        found = self.detect(y_pred)
+        decoded = super().decode(y_pred)
+        pasted = paste_masks(found["detection_masks"], decoded["boxes"], self.image_size)
+        return {**decoded, "masks": tf.cast(pasted >= 0.5, tf.uint8)}
+
+
+TASK_MODELS = {cls.task: cls for cls in (ImageClassifier, ImageSegmenter, ObjectDetector, InstanceSegmenter)}
