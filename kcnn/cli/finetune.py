@@ -24,7 +24,7 @@ def parse_size(ctx, param, value):
 @click.option("--backbone", required=True, help="Any zoo model (kcnn models).")
 @click.option("--task", required=True, type=click.Choice(sorted(TASKS)))
 @click.option("--head", help=f"The task's head ({'; '.join(f'{t}: ' + ', '.join(h) for t, h in TASKS.items())}); "
-                             "default: unet from scratch, fcn with --weights; retinanet.")
+                             "default: unet from scratch, fcn with --weights; retinanet; mask_rcnn.")
 @click.option("--dataset", default="shapes", show_default=True,
               help="shapes (generated, offline), a TFDS name (oxford_iiit_pet, voc/2007, voc/2012, coco/2017) "
                    "or a folder (masks layout or COCO layout).")
@@ -40,11 +40,12 @@ def parse_size(ctx, param, value):
 @click.option("--image-size", callback=parse_size, help="SIZE or H,W of the network input (default: 96 for "
                                                         "shapes, else 512).")
 @click.option("--recipe", help="A recipe (kcnn recipes); default: small_data from scratch (alias shapes), the "
-                               "paper's with --weights (deeplabv3 / retinanet).")
+                               "paper's with --weights (deeplabv3 / retinanet / mask_rcnn).")
 @click.option("--head-option", "head_options", multiple=True, callback=parse_options,
               help="A head option KEY=VALUE (repeatable), e.g. width=128, fcn_skips=1, head_depth=2, head_norm=group "
                    "(defaults from scratch: width=64; fpn_width=64, head_width=64, head_depth=2, head_norm=group; "
-                   "with --weights, the papers' full heads).")
+                   "R-CNN: fpn_width=64, representation_size=256, sampled_rois=128, train_proposals=300, "
+                   "mask_width=64; with --weights, the papers' full heads).")
 @click.option("--option", "-o", "backbone_options", multiple=True, callback=parse_options,
               help="A backbone variant option KEY=VALUE (repeatable), e.g. output_stride=16 (ResNets).")
 @training_options

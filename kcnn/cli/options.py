@@ -18,7 +18,8 @@ BENCH_MODES = ("train", "infer")  # kcnn.train.bench.MODES
 BENCH_SOURCES = ("memory", "jpeg")  # kcnn.train.bench.SOURCES
 CIFAR_DEPTHS = (20, 32, 44, 56, 110)  # kcnn.train.degradation.CIFAR_DEPTHS
 TUNERS = ("hyperband", "bayesian", "random")  # kcnn.tune.search.TUNERS
-TASKS = {"segmentation": ("fcn", "deeplabv3", "unet"), "detection": ("retinanet",)}  # kcnn.tasks.TASKS
+TASKS = {"segmentation": ("fcn", "deeplabv3", "unet"), "detection": ("retinanet", "faster_rcnn"),
+         "instance_segmentation": ("mask_rcnn",)}  # kcnn.tasks.TASKS
 WEIGHT_SOURCES = ("torchvision", "timm", "keras")  # kcnn.weights.importer.SOURCES
 PREPROCESSING_PRESETS = ("torch", "caffe", "inception", "none")  # kcnn.weights.PRESETS' names
 

@@ -24,7 +24,10 @@ Outputs are float32 (or int32 ids) whatever the training precision:
   classes] at the network's size;
 - detection (the TF Object Detection API's names): ``detection_boxes`` [N, max, 4] normalised
   (ymin, xmin, ymax, xmax) to the input image, ``detection_scores``, ``detection_classes``
-  (float ids), ``num_detections`` int32, ``detection_labels`` (names).
+  (float ids), ``num_detections`` int32, ``detection_labels`` (names); instance segmentation adds
+  ``detection_masks`` uint8 [N, max, H, W], each detection's mask (probability >= 0.5, as the TF Object
+  Detection API's reframed masks) pasted at each input image's own size (padded with 0 to the largest),
+  and ``image_size`` int32 [N, 2].
 
 A batch with no image, or a string that is neither JPEG nor PNG, fails with an
 ``InvalidArgumentError`` that says so.
@@ -34,8 +37,7 @@ import tensorflow as tf
 
 from kcnn.data.augment import check_eval_transform, eval_transform
 from kcnn.data.sources import decode_image
-from kcnn.tasks.detection import anchors_for
-from kcnn.tasks.nms import decode_detections
+from kcnn.tasks.masks import paste_masks
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -62,8 +64,6 @@ class ServingModule(tf.Module):
         self.height, self.width, self.channels = (int(d) for d in model.input.shape[1:])
         self.class_names = tf.constant(list(class_names))
         self.eval_transform, self.top_k = check_eval_transform(eval_transform), min(top_k, len(class_names))
-        if task == "detection":
-            self.anchors = anchors_for(model)
 
     def signatures(self):
         images = tf.function(self.serve_images, input_signature=[
@@ -96,7 +96,7 @@ class ServingModule(tf.Module):
             return self._classification(outputs)
         if self.task == "segmentation":
             return self._segmentation(outputs, sizes)
-        return self._detection(outputs)
+        return self._detection(outputs, sizes)
 
     def _classification(self, logits):
         probabilities = tf.nn.softmax(tf.cast(logits, tf.float32))
@@ -117,7 +117,19 @@ class ServingModule(tf.Module):
         masks = tf.map_fn(mask, (logits, sizes), fn_output_signature=tf.TensorSpec([None, None], tf.int32))
         return {"segmentation_mask": masks, "image_size": sizes, "probabilities": tf.nn.softmax(logits)}
 
-    def _detection(self, outputs):
-        found = decode_detections(outputs, self.anchors, image_size=(self.height, self.width))
+    def _detection(self, outputs, sizes):
+        found = self.model.detect(outputs)
         labels = tf.gather(self.class_names, tf.cast(found["detection_classes"], tf.int32))
-        return {**found, "detection_labels": labels}
+        if "detection_masks" not in found:
+            return {**found, "detection_labels": labels}
+        largest = tf.reduce_max(sizes, axis=0)
+
+        def pasted(example):
+            masks, boxes, size = example
+            pixels = boxes * tf.cast(tf.tile(size, [2]), tf.float32)
+            binary = tf.cast(paste_masks(masks[None], pixels[None], (size[0], size[1]))[0] >= 0.5, tf.uint8)
+            return tf.pad(binary, [[0, 0], [0, largest[0] - size[0]], [0, largest[1] - size[1]]])
+
+        masks = tf.map_fn(pasted, (found["detection_masks"], found["detection_boxes"], sizes),
+                          fn_output_signature=tf.TensorSpec([None, None, None], tf.uint8))
+        return {**found, "detection_masks": masks, "detection_labels": labels, "image_size": sizes}

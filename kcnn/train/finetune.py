@@ -28,10 +28,15 @@ SHAPES_IMAGE_SIZE = (96, 96)  # the generated `shapes`: 2 CPU cores in minutes
 # for ImageNet-initialised backbones and long schedules. GroupNorm in the detection towers (torchvision's
 # RetinaNet v2): without it the towers' ReLUs die from scratch (kcnn.tasks.detection).
 # U-Net: made for training from scratch on few images (Ronneberger et al. 2015), its skips keep small objects.
-FROM_SCRATCH = {"recipe": "small_data", "head": {"segmentation": "unet", "detection": "retinanet"},
-                "head_options": {"segmentation": {"width": 64},
-                                 "detection": {"fpn_width": 64, "head_width": 64, "head_depth": 2,
-                                               "head_norm": "group"}}}
+# Faster and Mask R-CNN: a 64-wide pyramid and mask head, 256-wide box head, 128 RoIs per image (Detectron's
+# lighter setting) and 300 training proposals (small images hold few objects): a fraction of the second stage's work.
+_SMALL_RCNN = {"fpn_width": 64, "representation_size": 256, "sampled_rois": 128, "train_proposals": 300}
+FROM_SCRATCH = {"recipe": "small_data",
+                "head": {"segmentation": "unet", "detection": "retinanet", "instance_segmentation": "mask_rcnn"},
+                "head_options": {"fcn": {"width": 64}, "deeplabv3": {"width": 64}, "unet": {"width": 64},
+                                 "retinanet": {"fpn_width": 64, "head_width": 64, "head_depth": 2,
+                                               "head_norm": "group"},
+                                 "faster_rcnn": _SMALL_RCNN, "mask_rcnn": {**_SMALL_RCNN, "mask_width": 64}}}
 
 
 def backbone_weights_path(weights, backbone=None, **options):
@@ -57,10 +62,10 @@ def backbone_weights_path(weights, backbone=None, **options):
     return path
 
 
-def _defaults_note(task, weights, defaults, default_heads, given_heads):
+def _defaults_note(task, head, weights, defaults, default_heads, given_heads):
     """One line: the recipe, head and head options chosen for the caller, and why (``None``: none was).
 
-    >>> print(_defaults_note("segmentation", None, {"recipe": "small_data", "head": "unet"}, {"width": 64}, {}))
+    >>> print(_defaults_note("segmentation", "unet", None, {"recipe": "small_data", "head": "unet"}, {"width": 64}, {}))
     from scratch (no weights): recipe small_data, head unet, head options width=64 (kcnn's small-data defaults; with --weights imagenet: recipe deeplabv3, head fcn, the paper's head sizes)
     """
     chosen = [f"{key} {value}" for key, value in defaults.items() if value]
@@ -72,8 +77,9 @@ def _defaults_note(task, weights, defaults, default_heads, given_heads):
     if weights:
         return (f"backbone from weights: {', '.join(chosen)} (the paper's; from scratch: recipe "
                 f"{FROM_SCRATCH['recipe']}, head {FROM_SCRATCH['head'][task]}, kcnn's small-data head sizes)")
+    paper_head = DEFAULT_HEAD[task] if defaults.get("head") else head
     return (f"from scratch (no weights): {', '.join(chosen)} (kcnn's small-data defaults; with --weights imagenet: "
-            f"recipe {recipes.FINETUNE_RECIPE[task]}, head {DEFAULT_HEAD[task]}, the paper's head sizes)")
+            f"recipe {recipes.FINETUNE_RECIPE[paper_head]}, head {paper_head}, the paper's head sizes)")
 
 
 def finetune(backbone, task, dataset, out, *, head=None, recipe=None, overrides=None, epochs=None, steps=None,
@@ -96,15 +102,15 @@ def finetune(backbone, task, dataset, out, *, head=None, recipe=None, overrides=
     if epochs is not None and steps is not None:
         raise ValueError("give --epochs or --steps, not both")
     weights = backbone_weights_path(weights, spec.name, **(settings.get("backbone_options") or {}))
-    chosen = recipes.get(recipe or (recipes.FINETUNE_RECIPE[task] if weights else FROM_SCRATCH["recipe"]),
+    chosen_head = check_task(task, head or (None if weights else FROM_SCRATCH["head"][task]))
+    chosen = recipes.get(recipe or (recipes.FINETUNE_RECIPE[chosen_head] if weights else FROM_SCRATCH["recipe"]),
                          **(overrides or {}))
     size = tuple(int(side) for side in (image_size or (SHAPES_IMAGE_SIZE if os.fspath(dataset) == "shapes"
                                                        else IMAGE_SIZE)))
-    defaults = {"recipe": recipe is None and chosen.name, "head": head is None and check_task(
-        task, None if weights else FROM_SCRATCH["head"][task])}
-    head = head or defaults["head"]
-    default_heads = {} if weights else FROM_SCRATCH["head_options"][task]
-    note = _defaults_note(task, weights, defaults, default_heads, head_options or {})
+    defaults = {"recipe": recipe is None and chosen.name, "head": head is None and chosen_head}
+    head = chosen_head
+    default_heads = {} if weights else FROM_SCRATCH["head_options"][head]
+    note = _defaults_note(task, head, weights, defaults, default_heads, head_options or {})
     head_options = {**default_heads, **(head_options or {})}
     backbone_lr_factor = (0.1 if weights else 1.0) if backbone_lr_factor is None else backbone_lr_factor
     if settings.get("freeze_backbone_epochs", 0) < 0 or backbone_lr_factor < 0:

@@ -293,6 +293,10 @@ RECIPES = {recipe.name: recipe for recipe in (
     # lr /10 at 60k and 80k, weight decay 1e-4 (plus Goyal et al.'s linear warm-up, 500 iterations).
     Recipe("retinanet", "Lin et al. 2017", lr=0.01, batch_size=16, length=90000, unit="steps",
            boundaries=(60000, 80000), weight_decay=1e-4, warmup=500),
+    # He et al. 2017 (Mask R-CNN), section 3.1: SGD momentum 0.9, lr 0.02, batch 16, 160k iterations, lr /10 at
+    # 120k, weight decay 1e-4 (Faster R-CNN with FPN alike; plus Detectron's linear warm-up, 1,000 iterations).
+    Recipe("mask_rcnn", "He et al. 2017", lr=0.02, batch_size=16, length=160000, unit="steps",
+           boundaries=(120000,), weight_decay=1e-4, warmup=1000),
     # kcnn's recipe for segmentation and detection from scratch on small data (a user's folder of a few
     # thousand images or fewer, the generated `shapes`): Adam, warm-up, cosine decay. In steps, as the papers'
     # dense recipes: from scratch needs a number of updates whatever the folder's size (1,200 steps: about 19
@@ -304,7 +308,9 @@ ALIASES = {"shapes": "small_data"}  # former names
 
 DEFAULT_RECIPE = {"lenet": "small", "alexnet": "alexnet", "vgg": "vgg", "googlenet": "googlenet",
                   "resnet": "resnet_imagenet", "cifar_resnet": "resnet_cifar"}
-FINETUNE_RECIPE = {"segmentation": "deeplabv3", "detection": "retinanet"}  # from weights; from scratch: small_data
+# from weights, by head; from scratch: small_data
+FINETUNE_RECIPE = {"fcn": "deeplabv3", "deeplabv3": "deeplabv3", "unet": "deeplabv3", "retinanet": "retinanet",
+                   "faster_rcnn": "mask_rcnn", "mask_rcnn": "mask_rcnn"}
 
 
 def get(name, **overrides):

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from kcnn import data
 from kcnn.tasks.coco_eval import coco_metrics
+from kcnn.tasks.masks import paste_masks
 from kcnn.tasks.segmentation import segmentation_metrics
 from kcnn.tasks.voc_eval import voc_metrics
 from kcnn.train import figures
@@ -136,6 +137,21 @@ class DetectionData(DenseData):
         return figures.detections(np.asarray(images), truth, predicted, self.info.class_names, path)
 
 
+class InstanceData(DetectionData):
+    task, figure = "instance_segmentation", "predictions.png"
+
+    def raw(self, split, *, training, seed, batch_size):
+        """Batches of (RGB images 0..255, detection targets plus "masks" [B, M, H, W] at the input size)."""
+        dataset, _ = data.load_instances(
+            self.dataset, split, image_size=self.image_size, batch_size=batch_size, training=training, seed=seed,
+            max_boxes=MAX_BOXES, data_dir=self.data_dir, manual_dir=self.manual_dir)
+        return dataset
+
+    def evaluation(self, model, split):
+        return InstanceEvaluation(model, lambda: data.instance_ground_truth(
+            self.dataset, split, data_dir=self.data_dir, manual_dir=self.manual_dir), self.info)
+
+
 class DetectionEvaluation:
     """COCO's metrics (pycocotools), and on VOC the VOC07 11-point and VOC2010+ APs, of the decoded,
     class-wise NMS detections over a split, scored in each image's original pixels against the split's
@@ -175,4 +191,31 @@ class DetectionEvaluation:
         return metrics
 
 
-TASK_DATA = {"classification": ClassificationData, "segmentation": SegmentationData, "detection": DetectionData}
+class InstanceEvaluation(DetectionEvaluation):
+    """:class:`DetectionEvaluation`'s box metrics and COCO's mask metrics (``segm``, pycocotools, prefixed
+    ``mask_``): each detection's 28x28 mask pasted into its image at the original size (probability >= 0.5,
+    as torchvision's and Detectron's evaluations) against the split's instance masks, crowds ignored."""
+
+    def add(self, gathered):
+        super().add(gathered)
+        masks = np.asarray(gathered["detection_masks"])
+        for i, index in enumerate(np.asarray(gathered["image_index"])):
+            self.found[int(index)] += (masks[i, :int(np.asarray(gathered["num_detections"])[i])],)
+
+    def result(self):
+        everything, indices = self.ground_truth(), sorted(self.found)
+        truth = [everything[index] for index in indices]
+        found = []
+        for image, (boxes, scores, classes, masks) in zip(truth, map(self.found.get, indices)):
+            size = (image["height"], image["width"])
+            pixels = boxes * np.tile(size, 2)
+            pasted = paste_masks(masks[None], pixels[None].astype("float32"), size)[0].numpy() >= 0.5
+            found.append((pixels, scores, classes, pasted))
+        names = list(self.info.class_names)
+        boxes = coco_metrics(truth, [entry[:3] for entry in found], class_names=names)
+        masks = coco_metrics(truth, found, class_names=names, iou_type="segm")
+        return {**boxes, **{f"mask_{key}": value for key, value in masks.items()}}
+
+
+TASK_DATA = {"classification": ClassificationData, "segmentation": SegmentationData, "detection": DetectionData,
+             "instance_segmentation": InstanceData}
