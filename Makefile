@@ -23,7 +23,7 @@ test: $(STAMP)
 # torchvision parity: installs torch + torchvision (~5.5 GB) into the same virtualenv
 test-parity: $(STAMP)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,parity]'
-	$(PYTHON) -m pytest -n 2 -m parity tests/test_parity_torchvision.py
+	$(PYTHON) -m pytest -n 2 -m parity tests/test_parity_torchvision.py tests/test_parity_rcnn.py
 
 bench: $(STAMP)
 	$(PYTHON) benchmarks/resnet50_vs_keras_applications.py

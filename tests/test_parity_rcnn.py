@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kcnn.tasks.anchors import decode_boxes, encode_boxes
+from kcnn.tasks.anchors import decode_boxes, encode_boxes, iou
 from kcnn.tasks.masks import paste_masks
 from kcnn.tasks.roi_align import roi_align
 from kcnn.tasks.rpn import rpn_anchors
@@ -115,3 +115,101 @@ def test_paste_masks_matches_torchvision():
     theirs = paste_masks_in_image(torch.from_numpy(masks[:, None]), torch.from_numpy(_xyxy(boxes)),
                                   (height, width), padding=1)[:, 0].numpy()
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+HEIGHT, WIDTH = 320, 416  # multiples of 32: torchvision's transform neither resizes (min/max size) nor pads them
+RELEASED_NAMES = [  # torchvision's released checkpoints name these modules as older torchvision did
+    (r"backbone\.fpn\.(inner|layer)_blocks\.(\d)\.0\.", r"backbone.fpn.\1_blocks.\2."),
+    (r"rpn\.head\.conv\.0\.0\.", "rpn.head.conv."),
+    (r"roi_heads\.mask_head\.(\d)\.0\.", lambda m: f"roi_heads.mask_head.mask_fcn{int(m[1]) + 1}."),
+]
+
+
+def _random_torchvision_detector(masks, classes):
+    """torchvision's (Mask|Faster) R-CNN ResNet-50 FPN with random weights spread wide enough that scores rarely tie
+    (default inits leave every objectness and class score near its prior), BatchNorm statistics too, and the
+    pyramid's outputs scaled to about unit spread, so that boxes stay boxes (not the whole image)."""
+    torch, torchvision = _torchvision()
+    torch.manual_seed(0)
+    builder = (torchvision.models.detection.maskrcnn_resnet50_fpn if masks else
+               torchvision.models.detection.fasterrcnn_resnet50_fpn)
+    model = builder(weights=None, weights_backbone=None, num_classes=classes + 1, min_size=HEIGHT, max_size=WIDTH)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.endswith("running_var"):
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
+            elif name.endswith(("running_mean", "bn1.bias", "bn2.bias", "bn3.bias", "downsample.1.bias")):
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.1)
+            elif name.startswith(("rpn.head.cls_logits", "roi_heads.box_predictor.cls_score")):
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.3)
+            elif name.startswith(("rpn.head.bbox_pred", "roi_heads.box_predictor.bbox_pred")):
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.02)
+            elif name.startswith("backbone.fpn.layer_blocks"):
+                tensor.mul_(1 / 200)  # the random backbone's maps have a spread of about 200: the heads get ~1
+    return model.eval()
+
+
+def _match(theirs, ours):
+    """For each torchvision detection, kcnn's detection of the same class with the highest IoU (or None)."""
+    pairs = []
+    for box, label in zip(theirs["boxes"], theirs["labels"]):
+        same = np.flatnonzero(ours["classes"] == label - 1)
+        if not len(same):
+            pairs.append(None)
+            continue
+        overlaps = iou(tf.constant(_xyxy(box[None])), tf.constant(ours["boxes"][same])).numpy()[0]
+        pairs.append(same[int(np.argmax(overlaps))])
+    return pairs
+
+
+@pytest.mark.parametrize("masks", [False, True], ids=["fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn"])
+def test_imported_torchvision_detector_gives_torchvisions_detections(masks, tmp_path):
+    import re
+
+    from click.testing import CliRunner
+
+    import kcnn
+    from kcnn.cli import main
+    from kcnn.tasks.torchvision_import import import_detector
+    from kcnn.weights import PRESETS
+
+    torch, _ = _torchvision()
+    reference = _random_torchvision_detector(masks, classes=4)
+    image = np.random.default_rng(2).uniform(0, 1, (HEIGHT, WIDTH, 3)).astype("float32")
+    with torch.no_grad():
+        theirs = {k: v.numpy() for k, v in reference([torch.from_numpy(image).permute(2, 0, 1)])[0].items()}
+    assert len(theirs["boxes"]) >= 20  # enough detections to compare
+
+    current = {k: v for k, v in reference.state_dict().items()}
+    torch.save(current, tmp_path / "current.pth")
+    released = {}
+    for key, value in current.items():
+        for pattern, replacement in RELEASED_NAMES:
+            key = re.sub(pattern, replacement, key)
+        released[key] = value
+    assert released.keys() != current.keys()
+    torch.save(released, tmp_path / "released.pth")
+    import_detector("resnet50", tmp_path / "current.pth", tmp_path / "current.weights.h5", image_size=(HEIGHT, WIDTH))
+    result = CliRunner().invoke(main, ["weights", "import", "--from", "torchvision", "--model", "resnet50", "--source",
+                                       str(tmp_path / "released.pth"), "--out", str(tmp_path / "released.weights.h5"),
+                                       "--image-size", f"{HEIGHT},{WIDTH}"])
+    head = "mask_rcnn" if masks else "faster_rcnn"
+    assert result.exit_code == 0 and f"{head} on resnet50, 4 classes, input {HEIGHT}x{WIDTH}" in result.output
+    model, other = kcnn.load(tmp_path / "current.weights.h5"), kcnn.load(tmp_path / "released.weights.h5")
+    for a, b in zip(model.get_weights(), other.get_weights()):
+        np.testing.assert_array_equal(a, b)  # both layouts give the same model
+
+    normalised = np.asarray(PRESETS["torch"](image[None] * 255.0))
+    found = model.predict(normalised, verbose=0)
+    count = int(found["num_detections"][0])
+    ours = {key: value[0, :count] for key, value in found.items() if key != "num_detections"}
+    assert count == len(theirs["boxes"])
+    for i, j in enumerate(_match(theirs, ours)):
+        assert j is not None, i
+        np.testing.assert_allclose(ours["boxes"][j], _xyxy(theirs["boxes"][i]), atol=1e-3)
+        np.testing.assert_allclose(ours["scores"][j], theirs["scores"][i], atol=1e-4)
+        if masks:
+            mine, reference_mask = ours["masks"][j] > 0, theirs["masks"][i, 0] >= 0.5
+            overlap = (mine & reference_mask).sum() / max((mine | reference_mask).sum(), 1)
+            assert overlap > 0.99, (i, overlap)

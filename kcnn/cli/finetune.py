@@ -2,22 +2,7 @@
 
 import click
 
-from kcnn.cli.options import TASKS, parse_options, training_options, user_errors
-
-
-def parse_size(ctx, param, value):
-    """'128' or '96,128' -> (H, W)."""
-    if value is None:
-        return None
-    try:
-        size = tuple(int(part) for part in value.split(","))
-    except ValueError:
-        size = ()
-    if len(size) == 1:
-        size = size * 2
-    if len(size) != 2 or min(size) < 1:
-        raise click.BadParameter(f"expected SIZE or H,W as positive integers (e.g. 128 or 96,128), got {value!r}")
-    return size
+from kcnn.cli.options import TASKS, parse_options, parse_size, training_options, user_errors
 
 
 @click.command("finetune")

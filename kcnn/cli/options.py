@@ -24,17 +24,30 @@ WEIGHT_SOURCES = ("torchvision", "timm", "keras")  # kcnn.weights.importer.SOURC
 PREPROCESSING_PRESETS = ("torch", "caffe", "inception", "none")  # kcnn.weights.PRESETS' names
 
 
+def _positive_ints(value, counts, expected):
+    """``value`` "a,b,..." as a tuple of positive ints, ``counts`` of them, else a click error naming ``expected``."""
+    try:
+        numbers = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        numbers = ()
+    if len(numbers) not in counts or min(numbers) < 1:
+        raise click.BadParameter(f"expected {expected}, got {value!r}")
+    return numbers
+
+
 def parse_shape(ctx, param, value):
     """'224,224,3' -> (224, 224, 3)."""
     if value is None:
         return None
-    try:
-        shape = tuple(int(part) for part in value.split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise click.BadParameter(f"expected H,W,C as three positive integers (e.g. 224,224,3), got {value!r}")
-    return shape
+    return _positive_ints(value, (3,), "H,W,C as three positive integers (e.g. 224,224,3)")
+
+
+def parse_size(ctx, param, value):
+    """'128' or '96,128' -> (H, W)."""
+    if value is None:
+        return None
+    size = _positive_ints(value, (1, 2), "SIZE or H,W as positive integers (e.g. 128 or 96,128)")
+    return size * 2 if len(size) == 1 else size
 
 
 def parse_options(ctx, param, values):

@@ -4,7 +4,8 @@ import json
 
 import click
 
-from kcnn.cli.options import PREPROCESSING_PRESETS, WEIGHT_SOURCES, echo_table, parse_options, user_errors
+from kcnn.cli.options import (PREPROCESSING_PRESETS, WEIGHT_SOURCES, echo_table, parse_options, parse_size,
+                              user_errors)
 
 FETCH_SOURCES = ("imagenet", *WEIGHT_SOURCES)  # kcnn.weights.fetch.KEYWORDS
 
@@ -48,6 +49,14 @@ def list_weights(library, model, as_json):
         for row in rows])
 
 
+def _holds_detector(source):
+    """Whether ``source`` is a torchvision detector's state dict (read once more by the importer)."""
+    from kcnn.tasks.torchvision_import import holds_detector
+    from kcnn.weights.state_dict import read_state_dict
+
+    return source.endswith((".pth", ".pt", ".safetensors")) and holds_detector(read_state_dict(source))
+
+
 def _read_class_names(path):
     if path is None:
         return None
@@ -65,9 +74,16 @@ def _read_class_names(path):
 @click.option("--preprocessing", type=click.Choice(PREPROCESSING_PRESETS),
               help="Override the source's usual input normalisation.")
 @click.option("--class-names", type=click.Path(exists=True, dir_okay=False),
-              help="A text file, one class name per line (default: ImageNet's for 1000 classes).")
-def import_command(library, model, source, out, preprocessing, class_names):
+              help="A text file, one class name per line (default: ImageNet's for 1000 classes, COCO's for "
+                   "torchvision's detectors).")
+@click.option("--image-size", callback=parse_size,
+              help="SIZE or H,W: a detector's input size (default 800; classifiers are imported at 224).")
+def import_command(library, model, source, out, preprocessing, class_names, image_size):
     """Converts an official checkpoint into a kcnn weights file that `kcnn.build(MODEL, weights=OUT)` loads.
+
+    A torchvision Faster R-CNN or Mask R-CNN file (fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn; MODEL its
+    backbone) becomes a detection or instance segmentation model at --image-size, which `kcnn.load`, `kcnn export`
+    and `kcnn evaluate` take.
 
     \b
     Example:
@@ -76,6 +92,14 @@ def import_command(library, model, source, out, preprocessing, class_names):
     from kcnn.weights.importer import import_weights
 
     with user_errors():
+        if library == "torchvision" and _holds_detector(source):
+            from kcnn.tasks.torchvision_import import import_detector
+
+            metadata = import_detector(model, source, out, image_size=image_size,
+                                       class_names=_read_class_names(class_names))
+            click.echo(f"wrote {out}: {metadata['head']} on {metadata['architecture']}, {metadata['classes']} "
+                       f"classes, input {metadata['input_shape'][0]}x{metadata['input_shape'][1]}")
+            return
         metadata = import_weights(library, model, source, out, preprocessing=preprocessing,
                                   class_names=_read_class_names(class_names))
     options = ",".join(f"{k}={v}" for k, v in metadata["options"].items()) or "default variant"
