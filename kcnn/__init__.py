@@ -29,6 +29,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "ImageClassifier": ("kcnn.tasks", "ImageClassifier"),
     "ImageSegmenter": ("kcnn.tasks", "ImageSegmenter"),
+    "InstanceSegmenter": ("kcnn.tasks", "InstanceSegmenter"),
     "ModelSpec": ("kcnn.registry", "ModelSpec"),
     "ObjectDetector": ("kcnn.tasks", "ObjectDetector"),
     "Profile": ("kcnn.analysis", "Profile"),

@@ -119,6 +119,14 @@ def test_rpn_anchors_are_torchvisions_layout():
         start += count
 
 
+def test_anchor_sizes_option_sets_the_rpn_anchors_per_level():
+    backbone = kcnn.backbone("resnet20", input_shape=(64, 64, 3))
+    _, heads = build_rcnn(backbone, 2, image_size=(64, 64), anchor_sizes=[8, 16, 32, 64, 128], **SMALL)
+    anchors = heads.anchors.numpy()
+    square = anchors[1]  # P2, cell (0, 0), aspect ratio 1
+    assert square.tolist() == [-4.0, -4.0, 4.0, 4.0] and len(anchors) == len(rpn_anchors((64, 64)))
+
+
 def test_matcher_thresholds_low_quality_matches_and_padding():
     truth = tf.constant([[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0], [0.0, 0.0, 10.0, 10.0]])
     valid = tf.constant([True, True, False])  # the third is padding: it matches nothing
@@ -242,6 +250,8 @@ def test_bad_rcnn_arguments_say_what_is_accepted():
         build_rcnn(backbone, 2, image_size=(32, 32), sampled_rois=0)
     with pytest.raises(ValueError, match="aligned must be true or false"):
         build_rcnn(backbone, 2, image_size=(32, 32), aligned="yes")
+    with pytest.raises(ValueError, match=r"anchor_sizes must be 5 positive sizes \(P2..P6\), got \[8, 16\]"):
+        build_rcnn(backbone, 2, image_size=(32, 32), anchor_sizes=[8, 16])
     with pytest.raises(ValueError, match="unknown detection head 'mask_rcnn'; accepted: retinanet, faster_rcnn"):
         ObjectDetector("resnet20", 2, image_size=(32, 32), head="mask_rcnn")
     with pytest.raises(ValueError, match="sampling_ratio must be a positive int"):

@@ -1,7 +1,9 @@
-"""Task models on zoo backbones: classification, segmentation and detection (models, losses, metrics, decoding).
+"""Task models on zoo backbones: classification, segmentation, detection and instance segmentation (models,
+losses, metrics, decoding).
 
 The task models (:mod:`kcnn.tasks.models`) are Keras models: ``ImageClassifier``,
-``ImageSegmenter`` and ``ObjectDetector``. ``build_task_model`` picks one by task name;
+``ImageSegmenter``, ``ObjectDetector`` (RetinaNet, Faster R-CNN) and ``InstanceSegmenter`` (Mask R-CNN).
+``build_task_model`` picks one by task name;
 ``load_task_model`` rebuilds a fine-tuned model from its kcnn weights file (the metadata
 says which backbone, head, classes and input size).
 

@@ -66,14 +66,16 @@ def _rpn_outputs(pyramid, width, per_location):
 
 
 def build_rcnn(backbone, num_classes, *, image_size, masks=False, fpn_width=256, representation_size=1024,
-               mask_width=256, sampled_rois=512, train_proposals=2000, test_proposals=1000, aligned=True, seed=None,
-               name=None):
+               mask_width=256, sampled_rois=512, train_proposals=2000, test_proposals=1000, aligned=True,
+               anchor_sizes=rpn.SIZES, seed=None, name=None):
     """``(network, RoIHeads)`` of Faster R-CNN (``masks=False``) or Mask R-CNN on ``backbone`` (a multi-scale
     ``kcnn.backbone(name, input_shape=(H, W, C))``) for ``num_classes`` object classes (background apart).
 
     The defaults are torchvision's (``PAPER``); ``train_proposals`` / ``test_proposals`` are the RPN's
     per-level pre-NMS and per-image post-NMS counts in training / inference. ``aligned``: RoIAlign's half-pixel
     shift (Detectron2's; torchvision's models pool with ``aligned=False``, which their imported weights keep).
+    ``anchor_sizes``: the RPN's anchor side at P2..P6 (torchvision's 32..512 px are made for 800-px images;
+    smaller images with small objects want smaller ones).
     """
     height, width = check_image_size(image_size)
     if not isinstance(num_classes, int) or num_classes < 1:
@@ -85,6 +87,9 @@ def build_rcnn(backbone, num_classes, *, image_size, masks=False, fpn_width=256,
         raise ValueError(f"{', '.join(bad)} must be positive ints, got {', '.join(map(repr, bad.values()))}")
     if not isinstance(aligned, bool):
         raise ValueError(f"aligned must be true or false, got {aligned!r}")
+    if (not isinstance(anchor_sizes, (list, tuple)) or len(anchor_sizes) != len(rpn.LEVELS)
+            or not all(isinstance(size, (int, float)) and size > 0 for size in anchor_sizes)):
+        raise ValueError(f"anchor_sizes must be {len(rpn.LEVELS)} positive sizes (P2..P6), got {anchor_sizes!r}")
     if not isinstance(backbone.output, dict):
         raise ValueError(f"backbone must return a dict {{'P<n>': map}} (use kcnn.backbone), got {backbone.output!r}")
     if tuple(backbone.input.shape[1:3]) != (height, width):
@@ -101,7 +106,8 @@ def build_rcnn(backbone, num_classes, *, image_size, masks=False, fpn_width=256,
         network = keras.Model(backbone.input, outputs, name=name or f"{backbone.name.removesuffix('_backbone')}_{suffix}")
     heads = RoIHeads(num_classes, (height, width), channels=fpn_width, masks=masks,
                      representation_size=representation_size, mask_width=mask_width, sampled_rois=sampled_rois,
-                     train_proposals=train_proposals, test_proposals=test_proposals, aligned=aligned, seed=seed)
+                     train_proposals=train_proposals, test_proposals=test_proposals, aligned=aligned,
+                     anchor_sizes=tuple(anchor_sizes), seed=seed)
     return network, heads
 
 
@@ -116,12 +122,13 @@ class RoIHeads(keras.layers.Layer):
     """
 
     def __init__(self, num_classes, image_size, *, channels, masks=False, representation_size=1024, mask_width=256,
-                 sampled_rois=512, train_proposals=2000, test_proposals=1000, aligned=True, seed=None, **kwargs):
+                 sampled_rois=512, train_proposals=2000, test_proposals=1000, aligned=True, anchor_sizes=rpn.SIZES,
+                 seed=None, **kwargs):
         super().__init__(**kwargs)
         self.aligned = aligned
         self.num_classes, self.image_size, self.masks = num_classes, check_image_size(image_size), masks
         self.sampled_rois, self.train_proposals, self.test_proposals = sampled_rois, train_proposals, test_proposals
-        self.anchors = rpn.rpn_anchors(self.image_size)
+        self.anchors = rpn.rpn_anchors(self.image_size, sizes=anchor_sizes)
         self.level_counts = rpn.anchors_per_level(self.image_size)
         self.seed_generator = keras.random.SeedGenerator(seed)
         outputs = num_classes + 1  # background is class 0
