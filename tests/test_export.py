@@ -21,8 +21,7 @@ from kcnn.cli import main
 from kcnn.data import augment, shapes
 from kcnn.export import export, models_config, warmup
 from kcnn.tasks import build_task_model
-from kcnn.tasks.detection import anchors_for
-from kcnn.tasks.nms import decode_detections
+from kcnn.tasks.masks import paste_masks
 from kcnn.train.task_data import ClassificationData
 from kcnn.weights import PRESETS, files
 
@@ -64,6 +63,8 @@ def sources(tmp_path_factory):
     detector = build_task_model("detection", "resnet20", 3, image_size=SIZE, head_options=options)
     output = detector.get_layer("class_subnet_output")
     output.bias.assign(np.full(output.bias.shape, -1.0, "float32"))  # scores ~0.27: NMS has work to do
+    rcnn_options = {"fpn_width": 16, "representation_size": 32, "mask_width": 16, "sampled_rois": 64}
+    instances = build_task_model("instance_segmentation", "resnet20", 3, image_size=SIZE, head_options=rcnn_options)
     classes = ["background", *shapes.SHAPES_CLASSES]
     (root / "segmentation").mkdir()
     (root / "segmentation" / "metrics.json").write_text(json.dumps({"mean_iou": 0.5}))
@@ -74,6 +75,9 @@ def sources(tmp_path_factory):
             "segmentation", "resnet20", 4, classes, head="unet", head_options={"width": 16}))),
         "detection": (detector, _save(detector, root / "detection", _metadata(
             "detection", "resnet20", 3, list(shapes.SHAPES_CLASSES), head="retinanet", head_options=options))),
+        "instance_segmentation": (instances, _save(instances, root / "instances", _metadata(
+            "instance_segmentation", "resnet20", 3, list(shapes.SHAPES_CLASSES), head="mask_rcnn",
+            head_options=rcnn_options))),
     }
 
 
@@ -114,7 +118,12 @@ def _keras_answer(task, model, pixels, classifier_input):
     if task == "segmentation":
         logits = tf.image.resize(outputs, pixels.shape[:2])
         return {"segmentation_mask": tf.argmax(logits, -1).numpy(), "probabilities": tf.nn.softmax(outputs).numpy()}
-    return {k: v.numpy() for k, v in decode_detections(outputs, anchors_for(model), image_size=SIZE).items()}
+    found = {k: v.numpy() for k, v in model.detect(outputs).items()}
+    if "detection_masks" in found:  # pasted at the image's own size, as the signature does
+        height, width = pixels.shape[:2]
+        boxes = found["detection_boxes"] * np.array([height, width, height, width], "float32")
+        found["detection_masks"] = (paste_masks(found["detection_masks"], boxes, (height, width)).numpy() >= 0.5)
+    return found
 
 
 def test_layout_is_tf_serving_s_and_nothing_half_written_is_left(exported, sources):
@@ -133,7 +142,7 @@ def test_layout_is_tf_serving_s_and_nothing_half_written_is_left(exported, sourc
     assert card["signatures"]["serving_default"]["inputs"] == {"image_bytes": {"dtype": "string", "shape": [None]}}
 
 
-@pytest.mark.parametrize("task", ["classification", "segmentation", "detection"])
+@pytest.mark.parametrize("task", ["classification", "segmentation", "detection", "instance_segmentation"])
 def test_fresh_process_answers_like_the_keras_model(task, exported, sources, image_files, tmp_path):
     _, versions = exported
     result = tmp_path / "answer.npz"
@@ -165,6 +174,15 @@ def test_fresh_process_answers_like_the_keras_model(task, exported, sources, ima
                                        expected["detection_scores"][0][:count], atol=1e-4)
             np.testing.assert_array_equal(answer["files_detection_classes"][index][:count],
                                           expected["detection_classes"][0][:count])
+            if task == "instance_segmentation":
+                height, width = pixels.shape[:2]
+                served = answer["files_detection_masks"][index][:count]
+                assert served.shape[1:] == (max(p.size[1] for p in map(Image.open, image_files)),
+                                            max(p.size[0] for p in map(Image.open, image_files)))
+                assert not served[:, height:].any() and not served[:, :, width:].any()  # the batch's padding
+                # the graph's and this eager call's boxes may differ by 1e-4 px (above): a mask border pixel may flip
+                differing = served[:, :height, :width] != expected["detection_masks"][0][:count]
+                assert differing.mean() < 1e-3 and expected["detection_masks"][0][:count].any()
     for key in answer.files:  # the uint8 signature agrees with the bytes signature on the same image
         value, from_files = answer[key][0], answer["files_" + key[len("images_"):]][0] if key.startswith(
             "images_") else None
@@ -250,7 +268,8 @@ def test_models_config_is_a_valid_model_server_config(exported):
     path = models_config(base)
     config = text_format.Parse(open(path).read(), model_server_config_pb2.ModelServerConfig())
     assert [(c.name, c.base_path, c.model_platform) for c in config.model_config_list.config] == [
-        (task, f"/models/{task}", "tensorflow") for task in ("classification", "detection", "segmentation")]
+        (task, f"/models/{task}", "tensorflow")
+        for task in ("classification", "detection", "instance_segmentation", "segmentation")]
 
 
 def test_cli_export_and_predict(sources, image_files, tmp_path):
@@ -271,3 +290,19 @@ def test_cli_export_and_predict(sources, image_files, tmp_path):
     result = runner.invoke(main, ["export", str(image_files[0]), "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "holds no kcnn metadata" in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_predict_prints_each_instance_and_draws_them(exported, image_files, tmp_path):
+    _, versions = exported
+    runner = CliRunner()
+    result = runner.invoke(main, ["predict", versions["instance_segmentation"], *map(str, image_files),
+                                  "--draw", str(tmp_path / "drawn")])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("a.png: ") and " px)" in lines[0]  # each instance: label, score, mask area
+    drawn = sorted(os.listdir(tmp_path / "drawn"))
+    assert drawn == ["a.png", "b.png"] and all(f"drew {tmp_path / 'drawn' / name}" in result.output for name in drawn)
+    assert Image.open(tmp_path / "drawn" / "a.png").size[0] > 100
+    result = runner.invoke(main, ["predict", versions["classification"], str(image_files[0]), "--draw",
+                                  str(tmp_path / "none")])
+    assert result.exit_code == 1 and "not a detector" in result.output

@@ -42,9 +42,12 @@ def export_command(source, out, version, force, top_k, models_config_base):
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the signature's outputs as JSON.")
-def predict_command(model_dir, images, as_json):
+@click.option("--draw", type=click.Path(file_okay=False),
+              help="Also save each image with its detections (boxes, instance masks) as DRAW/<image>.png.")
+def predict_command(model_dir, images, as_json, draw):
     """Runs the exported MODEL_DIR (a version directory, or NAME for its newest version) on image files:
-    a classifier's top classes, a segmenter's share of the image per class, a detector's objects, by name.
+    a classifier's top classes, a segmenter's share of the image per class, a detector's objects (and each
+    instance's mask area), by name.
 
     \b
     Example (the export of `kcnn export --help`'s example, on a PNG or JPEG file):
@@ -57,5 +60,37 @@ def predict_command(model_dir, images, as_json):
     if as_json:
         click.echo(json.dumps(outputs))
         return
-    for line in summary(outputs, images, class_names(model_dir)):
+    names = class_names(model_dir)
+    for line in summary(outputs, images, names):
         click.echo(line)
+    if draw:
+        with user_errors():
+            for path in _draw(outputs, images, names, draw):
+                click.echo(f"drew {path}")
+
+
+def _draw(outputs, images, names, folder):
+    """Each image with its detections, as FOLDER/<image name>.png (detectors' outputs only)."""
+    import os
+
+    import numpy as np
+
+    from kcnn.data.sources import decode_image
+    from kcnn.train.figures import prediction
+
+    if "num_detections" not in outputs:
+        raise ValueError("--draw draws detections; this model is not a detector")
+    os.makedirs(folder, exist_ok=True)
+    for index, path in enumerate(images):
+        with open(path, "rb") as stream:
+            image = decode_image(stream.read()).numpy()
+        count = outputs["num_detections"][index]
+        height, width = image.shape[:2]
+        masks = (np.asarray(outputs["detection_masks"][index][:count])[:, :height, :width]
+                 if "detection_masks" in outputs else None)
+        labels = list(names or []) or [f"class {i}" for i in range(int(max(outputs["detection_classes"][index],
+                                                                              default=0)) + 1)]
+        out = os.path.join(folder, os.path.splitext(os.path.basename(path))[0] + ".png")
+        yield prediction(image, np.asarray(outputs["detection_boxes"][index][:count]),
+                         np.asarray(outputs["detection_scores"][index][:count]),
+                         np.asarray(outputs["detection_classes"][index][:count]).astype(int), labels, out, masks=masks)

@@ -90,7 +90,9 @@ def summary(outputs, paths, names=None):
             count = outputs["num_detections"][index]
             labels = (outputs["detection_labels"][index] if "detection_labels" in outputs else
                       [_name(names, i) for i in outputs["detection_classes"][index]])
-            found = ", ".join(f"{label} {score:.2f}" for label, score in
-                              zip(labels[:count], outputs["detection_scores"][index][:count]))
+            areas = ([f" ({int(np.count_nonzero(mask))} px)" for mask in outputs["detection_masks"][index][:count]]
+                     if "detection_masks" in outputs else [""] * count)
+            found = ", ".join(f"{label} {score:.2f}{area}" for label, score, area in
+                              zip(labels[:count], outputs["detection_scores"][index][:count], areas))
             lines.append(f"{name}: {count} detections{': ' + found if found else ''}")
     return lines

@@ -2,7 +2,7 @@
 
 Images are shown as the loaders give them (pixel values 0..255); masks as opaque class
 colours over the dimmed image with a legend (ignored pixels white), boxes as labelled
-rectangles (solid: truth; dashed: predictions with their scores).
+rectangles (solid: truth; dashed: predictions with their scores), instance masks in their box's colour.
 """
 
 import numpy as np
@@ -66,20 +66,47 @@ def _boxes(axis, boxes, classes, colours, class_names, scores=None):
                   bbox={"facecolor": colour, "alpha": 0.7, "pad": 0.5, "linewidth": 0})
 
 
+def _instances(axis, masks, classes, colours):
+    """Each instance mask (0/1 at the image's size) half-transparent in its class colour."""
+    for mask, label in zip(masks, classes):
+        rgba = np.zeros((*mask.shape, 4))
+        rgba[..., :3], rgba[..., 3] = colours[int(label) % len(colours)], 0.45 * (np.asarray(mask) > 0)
+        axis.imshow(rgba)
+
+
 def detections(images, truth, predicted, class_names, path, *, count=4, min_score=0.3):
     """A grid: true boxes and predicted boxes (score >= ``min_score``) for the first ``count`` images.
 
-    ``truth``: per image (boxes normalised yxyx, classes); ``predicted``: per image (boxes, scores, classes).
+    ``truth``: per image (boxes normalised yxyx, classes[, masks]); ``predicted``: per image (boxes, scores,
+    classes[, masks]); masks (instance segmentation) are 0/1 maps at the image's size.
     """
     count = min(count, len(images))
     colours = _colours(max(len(class_names), 1) + 1)[1:]
     figure, axes = subplots(count, 2, figsize=(6, 3 * count), squeeze=False)
     for row in range(count):
         _image(axes[row, 0], images[row], "ground truth")
-        _boxes(axes[row, 0], *truth[row], colours, class_names)
-        boxes, scores, classes = predicted[row]
+        boxes, classes, *masks = truth[row]
+        _instances(axes[row, 0], masks[0] if masks else [], classes, colours)
+        _boxes(axes[row, 0], boxes, classes, colours, class_names)
+        boxes, scores, classes, *masks = predicted[row]
         keep = scores >= min_score
         _image(axes[row, 1], images[row], f"prediction (score >= {min_score})")
+        _instances(axes[row, 1], masks[0][keep] if masks else [], classes[keep], colours)
         _boxes(axes[row, 1], boxes[keep], classes[keep], colours, class_names, scores[keep])
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def prediction(image, boxes, scores, classes, class_names, path, *, masks=None, min_score=0.3):
+    """One image (0..255) with its detections of score >= ``min_score`` (boxes normalised yxyx, and instance
+    masks at the image's size when given), as ``kcnn predict --draw`` saves it; returns ``path``."""
+    colours = _colours(max(len(class_names), 1) + 1)[1:]
+    height, width = np.asarray(image).shape[:2]
+    figure, axes = subplots(1, 1, figsize=(6, 6 * height / width), squeeze=False)
+    keep = np.asarray(scores) >= min_score
+    _image(axes[0, 0], image, f"score >= {min_score}")
+    _instances(axes[0, 0], np.asarray(masks)[keep] if masks is not None else [], np.asarray(classes)[keep], colours)
+    _boxes(axes[0, 0], np.asarray(boxes)[keep], np.asarray(classes)[keep], colours, class_names,
+           np.asarray(scores)[keep])
     figure.tight_layout()
     return save_figure(figure, path)

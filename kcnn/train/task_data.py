@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from kcnn import data
+from kcnn.data.instances import encode_masks
 from kcnn.tasks.coco_eval import coco_metrics
 from kcnn.tasks.masks import paste_masks
 from kcnn.tasks.segmentation import segmentation_metrics
@@ -115,41 +116,43 @@ class SegmentationData(DenseData):
 
 
 class DetectionData(DenseData):
+    """Detection: boxes and classes; instance segmentation (:class:`InstanceData`) adds each object's mask."""
+
     task, figure = "detection", "predictions.png"
+    load, ground_truth = staticmethod(data.load_detection), staticmethod(data.detection_ground_truth)
 
     def raw(self, split, *, training, seed, batch_size):
-        """Batches of (RGB images 0..255, {"boxes" normalised yxyx, "classes", "num_boxes"})."""
-        dataset, _ = data.load_detection(
-            self.dataset, split, image_size=self.image_size, batch_size=batch_size, training=training, seed=seed,
-            max_boxes=MAX_BOXES, data_dir=self.data_dir, manual_dir=self.manual_dir)
+        """Batches of (RGB images 0..255, {"boxes" normalised yxyx, "classes", "num_boxes"[, "masks" at the
+        input size]})."""
+        dataset, _ = self.load(self.dataset, split, image_size=self.image_size, batch_size=batch_size,
+                               training=training, seed=seed, max_boxes=MAX_BOXES, data_dir=self.data_dir,
+                               manual_dir=self.manual_dir)
         return dataset
 
     def evaluation(self, model, split):
-        return DetectionEvaluation(model, lambda: data.detection_ground_truth(
+        evaluation = InstanceEvaluation if self.task == "instance_segmentation" else DetectionEvaluation
+        return evaluation(model, lambda: self.ground_truth(
             self.dataset, split, data_dir=self.data_dir, manual_dir=self.manual_dir), self.info)
 
     def draw(self, model, images, targets, outputs, path):
         found = {k: np.asarray(v) for k, v in model.detect(outputs).items()}
-        truth = [(np.asarray(targets["boxes"])[i, :n], np.asarray(targets["classes"])[i, :n])
-                 for i, n in enumerate(np.asarray(targets["num_boxes"]))]
+        arrays = {key: np.asarray(value) for key, value in targets.items()}
+        masked = "masks" in arrays
+        if masked:
+            found["detection_masks"] = np.asarray(paste_masks(found["detection_masks"], found["detection_boxes"] * np.tile(
+                self.image_size, 2).astype("float32"), self.image_size)) >= 0.5
+        truth = [(arrays["boxes"][i, :n], arrays["classes"][i, :n], *([arrays["masks"][i, :n]] if masked else []))
+                 for i, n in enumerate(arrays["num_boxes"])]
         predicted = [(found["detection_boxes"][i, :n], found["detection_scores"][i, :n],
-                      found["detection_classes"][i, :n].astype(int)) for i, n in enumerate(found["num_detections"])]
+                      found["detection_classes"][i, :n].astype(int),
+                      *([found["detection_masks"][i, :n]] if masked else []))
+                     for i, n in enumerate(found["num_detections"])]
         return figures.detections(np.asarray(images), truth, predicted, self.info.class_names, path)
 
 
 class InstanceData(DetectionData):
-    task, figure = "instance_segmentation", "predictions.png"
-
-    def raw(self, split, *, training, seed, batch_size):
-        """Batches of (RGB images 0..255, detection targets plus "masks" [B, M, H, W] at the input size)."""
-        dataset, _ = data.load_instances(
-            self.dataset, split, image_size=self.image_size, batch_size=batch_size, training=training, seed=seed,
-            max_boxes=MAX_BOXES, data_dir=self.data_dir, manual_dir=self.manual_dir)
-        return dataset
-
-    def evaluation(self, model, split):
-        return InstanceEvaluation(model, lambda: data.instance_ground_truth(
-            self.dataset, split, data_dir=self.data_dir, manual_dir=self.manual_dir), self.info)
+    task = "instance_segmentation"
+    load, ground_truth = staticmethod(data.load_instances), staticmethod(data.instance_ground_truth)
 
 
 class DetectionEvaluation:
@@ -182,7 +185,7 @@ class DetectionEvaluation:
         everything, indices = self.ground_truth(), sorted(self.found)
         truth = [everything[index] for index in indices]
         found = [(boxes * np.tile([image["height"], image["width"]], 2), scores, classes)
-                 for image, (boxes, scores, classes) in zip(truth, map(self.found.get, indices))]
+                 for image, (boxes, scores, classes, *_) in zip(truth, map(self.found.get, indices))]
         names = list(self.info.class_names)
         metrics = coco_metrics(truth, found, class_names=names)
         if self.info.ignored_boxes == "difficult":
@@ -194,27 +197,28 @@ class DetectionEvaluation:
 class InstanceEvaluation(DetectionEvaluation):
     """:class:`DetectionEvaluation`'s box metrics and COCO's mask metrics (``segm``, pycocotools, prefixed
     ``mask_``): each detection's 28x28 mask pasted into its image at the original size (probability >= 0.5,
-    as torchvision's and Detectron's evaluations) against the split's instance masks, crowds ignored."""
+    as torchvision's and Detectron's evaluations) against the split's instance masks, crowds ignored. Masks are
+    kept as run-length encodings, a few hundred bytes each, as they arrive."""
 
     def add(self, gathered):
         super().add(gathered)
-        masks = np.asarray(gathered["detection_masks"])
+        truth = self.ground_truth()
+        masks, counts = np.asarray(gathered["detection_masks"]), np.asarray(gathered["num_detections"])
         for i, index in enumerate(np.asarray(gathered["image_index"])):
-            self.found[int(index)] += (masks[i, :int(np.asarray(gathered["num_detections"])[i])],)
+            boxes = self.found[int(index)][0]
+            size = (truth[int(index)]["height"], truth[int(index)]["width"])
+            pixels = (boxes * np.tile(size, 2)).astype("float32")
+            pasted = paste_masks(masks[i:i + 1, :int(counts[i])], pixels[None], size)[0].numpy() >= 0.5
+            self.found[int(index)] += (encode_masks(pasted),)
 
     def result(self):
+        metrics = super().result()
         everything, indices = self.ground_truth(), sorted(self.found)
         truth = [everything[index] for index in indices]
-        found = []
-        for image, (boxes, scores, classes, masks) in zip(truth, map(self.found.get, indices)):
-            size = (image["height"], image["width"])
-            pixels = boxes * np.tile(size, 2)
-            pasted = paste_masks(masks[None], pixels[None].astype("float32"), size)[0].numpy() >= 0.5
-            found.append((pixels, scores, classes, pasted))
-        names = list(self.info.class_names)
-        boxes = coco_metrics(truth, [entry[:3] for entry in found], class_names=names)
-        masks = coco_metrics(truth, found, class_names=names, iou_type="segm")
-        return {**boxes, **{f"mask_{key}": value for key, value in masks.items()}}
+        found = [(boxes * np.tile([image["height"], image["width"]], 2), scores, classes, masks)
+                 for image, (boxes, scores, classes, masks) in zip(truth, map(self.found.get, indices))]
+        masks = coco_metrics(truth, found, class_names=list(self.info.class_names), iou_type="segm")
+        return {**metrics, **{f"mask_{key}": value for key, value in masks.items()}}
 
 
 TASK_DATA = {"classification": ClassificationData, "segmentation": SegmentationData, "detection": DetectionData,
