@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from kcnn.cli import main
@@ -26,7 +27,7 @@ CI_PIPELINES = ("digits_lenet", "shapes_smoke")  # offline and small: run end to
 def test_the_shipped_pipelines_are_there_and_valid():
     names = {os.path.splitext(os.path.basename(path))[0] for path in SHIPPED}
     assert {"imagenet_resnet50", "segmentation_pets_resnet50", "detection_voc_resnet50", "degradation_cifar10",
-            "tune_zfnet", *CI_PIPELINES} <= names
+            "tune_zfnet", "shapes_instance_segmentation", "coco_mask_rcnn_resnet50", *CI_PIPELINES} <= names
     for path in SHIPPED:
         assert load(path)["stages"], path
 
@@ -69,6 +70,26 @@ def test_offline_pipelines_run_end_to_end(name, tmp_path):
     assert exported and all(os.path.isfile(os.path.join(m["outputs"]["model"], "saved_model.pb")) for m in exported)
     again = CliRunner().invoke(main, ["run", path, "--out", str(tmp_path / "run"), "--resume"])
     assert again.exit_code == 0 and again.output.count("completed earlier, skipped") == len(load(path)["stages"])
+
+
+def test_the_instance_segmentation_pipeline_runs_in_a_short_form(tmp_path):
+    """The shipped shapes_instance_segmentation.yaml with a short finetune (10 steps of a small Mask R-CNN at
+    64x64): train, evaluate (box and mask mAP) and export run end to end."""
+    path = os.path.join(os.path.dirname(__file__), "..", "pipelines", "shapes_instance_segmentation.yaml")
+    pipeline = yaml.safe_load(open(path))
+    finetune = pipeline["stages"][0]["with"]
+    finetune.update(steps=10, image_size=[64, 64], precision="fp32", head_options={
+        "fpn_width": 16, "representation_size": 32, "mask_width": 16, "sampled_rois": 32, "train_proposals": 50,
+        "test_proposals": 50})
+    short = tmp_path / "short.yaml"
+    short.write_text(yaml.safe_dump(pipeline))
+    result = CliRunner().invoke(main, ["run", str(short), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    manifests = {stage["name"]: json.loads((tmp_path / "run" / stage["name"] / "manifest.json").read_text())
+                 for stage in pipeline["stages"]}
+    assert all(manifest["status"] == "completed" for manifest in manifests.values())
+    assert {"mAP50", "mask_mAP50"} <= set(manifests["evaluate"]["metrics"])
+    assert os.path.isfile(os.path.join(manifests["export"]["outputs"]["model"], "saved_model.pb"))
 
 
 def test_a_failing_stage_keeps_the_earlier_ones_and_resume_reruns_from_it(tmp_path):
