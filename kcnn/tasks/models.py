@@ -336,7 +336,10 @@ class ObjectDetector(Task):
         return decode_detections(y_pred, self.anchors, image_size=self.image_size)
 
     def decode(self, y_pred):
-        found = self.detect(y_pred)
+        return self._in_pixels(self.detect(y_pred))
+
+    def _in_pixels(self, found):
+        """``predict``'s layout of :meth:`detect`'s detections: boxes in input pixels, int32 classes."""
         height, width = self.image_size
         return {"boxes": found["detection_boxes"] * [height, width, height, width],
                 "scores": found["detection_scores"], "classes": tf.cast(found["detection_classes"], tf.int32),
@@ -368,8 +371,8 @@ class InstanceSegmenter(ObjectDetector):
     heads = ("mask_rcnn",)
 
     def decode(self, y_pred):
-        found = self.detect(y_pred)
-        decoded = super().decode(y_pred)
+        found = self.detect(y_pred)  # once: the second stage is most of predict's work
+        decoded = self._in_pixels(found)
         pasted = paste_masks(found["detection_masks"], decoded["boxes"], self.image_size)
         return {**decoded, "masks": tf.cast(pasted >= 0.5, tf.uint8)}
 

@@ -59,10 +59,11 @@ def _rpn_outputs(pyramid, width, per_location):
         cells = p.shape[1] * p.shape[2] * per_location
         scores.append(keras.layers.Reshape((cells,), name=f"rpn_objectness_p{level}")(objectness(hidden)))
         deltas.append(keras.layers.Reshape((cells, 4), name=f"rpn_box_p{level}")(box(hidden)))
-    as_float = keras.layers.Activation("linear", dtype="float32")
-    return (keras.layers.Activation("linear", dtype="float32", name="rpn_objectness_all")(
-                keras.layers.Concatenate(axis=1, name="rpn_objectness_concat")(scores)),
-            as_float(keras.layers.Concatenate(axis=1, name="rpn_box_concat")(deltas)))
+    def float32(name, maps):
+        concatenated = keras.layers.Concatenate(axis=1, name=f"{name}_concat")(maps)
+        return keras.layers.Activation("linear", dtype="float32", name=f"{name}_all")(concatenated)
+
+    return float32("rpn_objectness", scores), float32("rpn_box", deltas)
 
 
 def build_rcnn(backbone, num_classes, *, image_size, masks=False, fpn_width=256, representation_size=1024,
