@@ -50,11 +50,11 @@ def list_weights(library, model, as_json):
 
 
 def _holds_detector(source):
-    """Whether ``source`` is a torchvision detector's state dict (read once more by the importer)."""
+    """Whether ``source`` is a torchvision detector's state dict, from its tensor names alone."""
     from kcnn.tasks.torchvision_import import holds_detector
-    from kcnn.weights.state_dict import read_state_dict
+    from kcnn.weights.state_dict import state_dict_keys
 
-    return source.endswith((".pth", ".pt", ".safetensors")) and holds_detector(read_state_dict(source))
+    return holds_detector(set(state_dict_keys(source)))
 
 
 def _read_class_names(path):

@@ -5,8 +5,8 @@ Each box is cut into ``output_size`` bins; a bin's value is the mean of ``sampli
 by half a pixel (a box ``[0, 0, 2, 2]`` covers pixels 0 and 1 whole), ``aligned=False`` is the
 original Mask R-CNN's (and widens boxes to at least one pixel). A sample more than one pixel
 outside the map is 0; one within a pixel of it takes the border's value. The samples are taken by
-``tf.image.crop_and_resize`` (one fused kernel, forward and backward: several times faster on a CPU
-than gathering four neighbours per sample), then averaged; in float32 whatever the maps' dtype.
+``tf.image.crop_and_resize`` (one fused kernel, forward and backward; benchmarks/README.md times it against
+torchvision's C++ kernel), then averaged; in float32 whatever the maps' dtype.
 
 With a pyramid (torchvision's ``MultiScaleRoIAlign``; Lin et al. 2017a, eq. 1) a box of area
 ``w * h`` pools from level ``floor(k0 + log2(sqrt(w h) / canonical_size))`` clamped to the levels

@@ -58,6 +58,30 @@ def read_state_dict(path):
     return tensors
 
 
+def state_dict_keys(path):
+    """The tensor names of a state dict file, without reading its tensors (safetensors' header; a ``.pth`` file
+    memory-mapped), ``module.`` prefixes removed."""
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(path, "np") as stream:
+            keys = list(stream.keys())
+    elif path.endswith(READABLE):
+        try:
+            import torch
+        except ImportError:
+            return []  # read_state_dict says what is missing
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        for key in WRAPPER_KEYS:
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+        keys = list(state) if isinstance(state, dict) else []
+    else:
+        return []
+    return [key[len("module."):] for key in keys] if keys and all(k.startswith("module.") for k in keys) else keys
+
+
 def dense_kernel(tensor, flattened_from=None):
     """A PyTorch linear (or 1x1/kxk conv as linear) weight as a Keras ``Dense`` kernel.
 
